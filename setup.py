@@ -1,0 +1,34 @@
+from setuptools import setup
+
+setup(
+    name="hf_frozenlm",
+    version="0.1.0",
+    description="Frozen LLM transformer blocks as visual encoder layers (ICLR 2024), native to the Hugging Face stack",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    # modeling/ is the Hub-portable model code; it ships as the subpackage hf_frozenlm.modeling.
+    packages=["hf_frozenlm", "hf_frozenlm.modeling"],
+    package_dir={"hf_frozenlm": "hf_frozenlm", "hf_frozenlm.modeling": "modeling"},
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.24,<6",
+        "huggingface_hub>=1.0",
+        "safetensors>=0.4",
+        "gguf>=0.10",
+        "datasets>=3",
+        "evaluate>=0.4.6",
+        "peft>=0.17",
+        "accelerate>=1.0",
+        "scikit-learn>=1.3",
+        "matplotlib>=3.7",
+        "pillow>=10",
+    ],
+    extras_require={
+        "demo": ["gradio==6.31.0"],
+        "all": ["gradio==6.31.0"],
+        "test": ["pytest>=8", "pytest-timeout>=2"],
+    },
+    entry_points={"console_scripts": ["hf-frozenlm=hf_frozenlm.cli:main"]},
+)

@@ -9,7 +9,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     # modeling/ is the Hub-portable model code; it ships as the subpackage hf_frozenlm.modeling.
-    packages=["hf_frozenlm", "hf_frozenlm.modeling"],
+    packages=["hf_frozenlm", "hf_frozenlm.commands", "hf_frozenlm.modeling"],
     package_dir={"hf_frozenlm": "hf_frozenlm", "hf_frozenlm.modeling": "modeling"},
     install_requires=[
         "torch>=2.4",

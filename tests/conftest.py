@@ -7,6 +7,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import copy  # noqa: E402
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -26,10 +28,17 @@ def tiny_digits_model(smollm2_last_layer):
     """A small ViT (16 px, patch 2, 2 layers) + SmolLM2's last layer, 10 labels. Build a fresh copy per test."""
     from hf_frozenlm import ViTLlamaForImageClassification
 
+    llm_config, layer_states, provenance = smollm2_last_layer
+
     def build(**kwargs):
+        # from_parts with the config (no weights read), then the session's layer: same model as
+        # from_parts("vit-tiny", "smollm2-135m", ...) without re-reading the GGUF file per test.
         torch.manual_seed(0)
         options = dict(num_labels=10, trunk_kwargs=dict(image_size=16, patch_size=2, num_hidden_layers=2))
         options.update(kwargs)
-        return ViTLlamaForImageClassification.from_parts("vit-tiny", "smollm2-135m", **options)
+        model = ViTLlamaForImageClassification.from_parts("vit-tiny", copy.deepcopy(llm_config), **options)
+        model.vit_llama.frozen_lm.load_llm_layer_states(layer_states)
+        model.config.llm_source = dict(provenance)
+        return model
 
     return build

@@ -215,17 +215,17 @@ def _hub_fetcher(repo_id: str, revision, token, cache_dir):
     def fetch(filename: str, optional: bool = False):
         try:
             return hf_hub_download(repo_id, filename, revision=revision, token=token, cache_dir=cache_dir)
-        except EntryNotFoundError:
+        except LocalEntryNotFoundError as error:  # offline, or no network: only the local cache was searched
             if optional:
-                return None
-            raise LLMSourceNotFoundError(f"{filename} is not in the Hub repo {repo_id} (revision {revision}).")
-        except LocalEntryNotFoundError as error:
-            if optional and "offline" not in str(error).lower():
                 return None
             raise LLMSourceNotFoundError(
                 f"Cannot fetch {filename} of {repo_id!r} from the Hub (offline, or not cached). Connect to the "
                 "network, or pass a local folder / .gguf file / Meta folder as the LLM source."
             ) from error
+        except EntryNotFoundError:
+            if optional:
+                return None
+            raise LLMSourceNotFoundError(f"{filename} is not in the Hub repo {repo_id} (revision {revision}).")
         except RepositoryNotFoundError as error:
             raise LLMSourceNotFoundError(
                 f"{repo_id!r} is not a Hub repo you can access (and not a local path). Check the id and your token."

@@ -9,7 +9,9 @@ import importlib
 import sys
 
 # name -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "analyze": ("hf_frozenlm.commands.analyze", "token activation maps, CLS attention and mask mIoU (paper section 4)"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,436 @@
+"""The paper's evidence for its information-filtering hypothesis (section 4), as functions.
+
+- `token_activations`: per-token activation maps (magnitude or frequency) at each stage around the frozen
+  block: the trunk's output, after proj_in, the LLM layer's attention and FFN branches, after proj_out.
+- `attention_maps`: CLS-to-token attention of the trunk's last block and of the LLM block, summed over heads.
+- `pseudo_mask_iou`: the paper's localisation score: threshold a map into a pseudo-mask, keep the best
+  threshold per image, IoU with the ground-truth mask on the token grid.
+- `plot_activation_grid`, `miou_table`: the pictures and tables `hf-frozenlm analyze` writes.
+
+The functions are written against a `TokenGrid`: the model's `FrozenLMBlock`, its trunk's last attention
+module, how many prefix tokens (CLS) precede the grid, and the grid's shape. Each task head registers one
+small function that describes itself (`register_token_grid`); nothing else here knows about ViT.
+Hooks only read: they return nothing (so outputs are unchanged) and store detached copies (so no gradient
+flows through them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .modeling import FrozenLMBlock, ViTLlamaModel
+
+STAGES = ("trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out")
+KINDS = ("magnitude", "frequency")
+DEFAULT_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
+
+
+# -- where a model keeps its tokens ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenGrid:
+    """What the analysis needs to know about one model: where its tokens are and how they tile the input."""
+
+    block: FrozenLMBlock  # its input is the trunk's output, so the "trunk" stage is read there
+    trunk_attention: nn.Module | None  # the trunk's last attention module; returns (output, weights) under eager
+    num_prefix_tokens: int  # tokens before the grid (CLS), excluded from every map
+    grid_shape: tuple[int, ...]  # (H, W) for images; the token order is row-major over this shape
+
+    @property
+    def num_grid_tokens(self) -> int:
+        return int(np.prod(self.grid_shape))
+
+    def stages(self) -> tuple[str, ...]:
+        """The stages this block has: all five for an LLM block, no LLM internals for the MLP control."""
+        if self.block.variant == "none":
+            return ("trunk",)
+        if self.block.variant == "mlp":
+            return ("trunk", "llm_in", "llm_out")
+        return STAGES
+
+    def grid_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, ...) values over all tokens -> (B, N, ...) over the grid tokens only (prefix tokens dropped)."""
+        grid = tokens[:, self.num_prefix_tokens :]
+        if grid.shape[1] != self.num_grid_tokens:
+            raise ValueError(
+                f"The model produced {grid.shape[1]} grid tokens after {self.num_prefix_tokens} prefix token(s), but "
+                f"the token grid {self.grid_shape} has {self.num_grid_tokens}: the grid description does not match "
+                "this input."
+            )
+        return grid
+
+    def to_grid(self, values: torch.Tensor) -> torch.Tensor:
+        """(B, N) values over the grid tokens -> (B, *grid_shape)."""
+        return values.reshape(values.shape[0], *self.grid_shape)
+
+
+TOKEN_GRIDS: dict[type, Callable[[nn.Module, torch.Tensor], TokenGrid]] = {}
+
+
+def register_token_grid(base_model_class: type, describe: Callable[[nn.Module, torch.Tensor], TokenGrid]) -> None:
+    """Make a task head analysable: `describe(base_model, inputs)` returns its `TokenGrid` for those inputs."""
+    TOKEN_GRIDS[base_model_class] = describe
+
+
+def token_grid(model: nn.Module, inputs: torch.Tensor) -> TokenGrid:
+    """The `TokenGrid` of `model` (a task head or its base model) for `inputs`."""
+    base = getattr(model, "base_model", model)
+    for cls in type(base).__mro__:
+        if cls in TOKEN_GRIDS:
+            return TOKEN_GRIDS[cls](base, inputs)
+    raise TypeError(
+        f"{type(base).__name__} has no token-grid description; register one with "
+        f"hf_frozenlm.analysis.register_token_grid({type(base).__name__}, describe). Known: "
+        f"{', '.join(cls.__name__ for cls in TOKEN_GRIDS)}."
+    )
+
+
+def _describe_vit_llama(base: ViTLlamaModel, pixel_values: torch.Tensor) -> TokenGrid:
+    patch = base.config.vision_config.patch_size
+    patch_h, patch_w = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    height, width = pixel_values.shape[-2:]
+    return TokenGrid(
+        block=base.frozen_lm,
+        trunk_attention=base.vit.layers[-1].attention,
+        num_prefix_tokens=1,  # CLS
+        grid_shape=(height // patch_h, width // patch_w),
+    )
+
+
+register_token_grid(ViTLlamaModel, _describe_vit_llama)
+
+
+# -- activation measures -----------------------------------------------------------------------------------
+def token_magnitude(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) -> (B, N): L2 norm over channels of each token minus the image's mean token."""
+    tokens = tokens.float()
+    return (tokens - tokens.mean(dim=1, keepdim=True)).norm(dim=-1)
+
+
+def token_frequency(tokens: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) -> (B, N): L2 norm of each token's FFT phase angles (over channels) minus the image's mean angles."""
+    phase = torch.fft.fft(tokens.float(), dim=-1).angle()  # (B, N, C), radians
+    return (phase - phase.mean(dim=1, keepdim=True)).norm(dim=-1)
+
+
+ACTIVATION_MEASURES = {"magnitude": token_magnitude, "frequency": token_frequency}
+
+
+def minmax_per_image(maps: torch.Tensor) -> torch.Tensor:
+    """Scale each map (B, ...) to [0, 1]. A flat map (no token stands out) becomes all zeros instead of 0/0."""
+    flat = maps.reshape(maps.shape[0], -1).float()
+    low = flat.min(dim=1, keepdim=True).values
+    spread = flat.max(dim=1, keepdim=True).values - low
+    scaled = torch.where(spread > 0, (flat - low) / torch.where(spread > 0, spread, 1.0), torch.zeros_like(flat))
+    return scaled.reshape(maps.shape)
+
+
+# -- recording tokens with read-only hooks -----------------------------------------------------------------
+def _first(output):
+    """Attention modules return (output, weights); FFN modules return the output."""
+    return output[0] if isinstance(output, tuple) else output
+
+
+class TokenRecorder(contextlib.AbstractContextManager):
+    """Records detached copies of the tokens at each stage while the model runs; removes its hooks on exit.
+
+    Usable around any forward (training included): hooks return None, so outputs are untouched, and they
+    store `.detach()`ed copies, so they add nothing to the autograd graph.
+    """
+
+    def __init__(self, grid: TokenGrid, stages: tuple[str, ...] | None = None, attention: bool = False):
+        self.grid = grid
+        self.stages = tuple(stages) if stages is not None else grid.stages()
+        unknown = set(self.stages) - set(grid.stages())
+        if unknown:
+            raise ValueError(
+                f"Stages {sorted(unknown)} do not exist for a block of variant {grid.block.variant!r}; "
+                f"it has {grid.stages()}."
+            )
+        self.attention = attention
+        self.tokens: dict[str, torch.Tensor] = {}  # stage -> (B, T, C)
+        self.attention_weights: dict[str, torch.Tensor] = {}  # "trunk" / "llm" -> (B, heads, T, T)
+        self._handles = []
+
+    def _store(self, store: dict, key: str, value: torch.Tensor | None) -> None:
+        if value is None:
+            raise RuntimeError(
+                f"The {key!r} attention module returned no weights: it is not running the eager backend."
+            )
+        store[key] = value.detach().float().clone()
+
+    def __enter__(self):
+        block = self.grid.block
+        try:
+            if "trunk" in self.stages:
+                # The block's input is the trunk's output, whatever the head: read it there.
+                self._handles.append(block.register_forward_pre_hook(
+                    lambda _m, args, kwargs: self._store(self.tokens, "trunk", args[0] if args else kwargs["hidden_states"]),
+                    with_kwargs=True,
+                ))
+            outputs = {"llm_in": block.proj_in if hasattr(block, "proj_in") else None,
+                       "llm_out": block.proj_out if hasattr(block, "proj_out") else None}
+            if hasattr(block, "layers"):
+                # With several LLM layers, the last one's branches are read: the block's final say.
+                layer = block.layers[-1]
+                outputs["llm_attn"] = getattr(layer, block.architecture.attention_module)
+                outputs["llm_ffn"] = getattr(layer, block.architecture.ffn_module)
+            for stage in self.stages:
+                if stage == "trunk":
+                    continue
+                self._handles.append(outputs[stage].register_forward_hook(
+                    lambda _m, _args, output, stage=stage: self._store(self.tokens, stage, _first(output))
+                ))
+            if self.attention:
+                sources = {"trunk": self.grid.trunk_attention}
+                if hasattr(block, "layers"):
+                    sources["llm"] = getattr(block.layers[-1], block.architecture.attention_module)
+                for name, module in sources.items():
+                    if module is None:
+                        continue
+                    self._handles.append(module.register_forward_hook(
+                        lambda _m, _args, output, name=name: self._store(self.attention_weights, name, output[1])
+                    ))
+        except BaseException:
+            self._remove()
+            raise
+        return self
+
+    def _remove(self):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def __exit__(self, *exc):
+        self._remove()
+        return False
+
+
+@contextlib.contextmanager
+def _analysis_mode(model: nn.Module, eager_modules: tuple[nn.Module, ...] = ()):
+    """Inference mode for the analysis (eval, no grad), optionally with eager attention; restored on exit.
+
+    Eager is needed to get attention weights back (sdpa/flash do not return them). Each touched config's
+    backend is recorded and put back exactly, so a model that ran sdpa runs sdpa again afterwards.
+    """
+    was_training = model.training
+    configs = []
+    if eager_modules:
+        configs = [getattr(model, "config", None)] + [getattr(m, "config", None) for m in eager_modules]
+        configs += [getattr(model.config, key, None) for key in getattr(type(model.config), "sub_configs", {})]
+        configs = list({id(c): c for c in configs if c is not None}.values())
+    saved = [(config, config._attn_implementation_internal) for config in configs]
+    try:
+        if eager_modules:
+            modeling_logger = logging.getLogger("transformers.modeling_utils")
+            level = modeling_logger.level
+            # transformers warns that a sub-config has no sub-model of its own; the block's layers use it anyway.
+            modeling_logger.setLevel(logging.ERROR)
+            try:
+                model.set_attn_implementation("eager")
+            finally:
+                modeling_logger.setLevel(level)
+            for config in configs:  # modules whose config set_attn_implementation does not reach
+                config._attn_implementation_internal = "eager"
+        model.eval()
+        with torch.no_grad():
+            yield
+    finally:
+        for config, implementation in saved:
+            config._attn_implementation_internal = implementation
+        model.train(was_training)
+
+
+def _on_model_device(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    return pixel_values.to(next(model.parameters()).device)
+
+
+def token_activations(model: nn.Module, pixel_values: torch.Tensor, kind: str = "magnitude",
+                      stages: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Stage name -> (B, H, W) activation maps on the token grid, each scaled to [0, 1] per image, CLS excluded.
+
+    kind: "magnitude" (L2 norm of token minus mean token) or "frequency" (L2 norm of FFT phase minus mean phase).
+    Stages: "trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out" for an LLM block; trunk/llm_in/llm_out for the
+    MLP control; "trunk" only for the plain trunk (variant "none"). The model's mode and outputs are unchanged.
+    """
+    return token_activations_all(model, pixel_values, kinds=(kind,), stages=stages)[kind]
+
+
+def token_activations_all(model: nn.Module, pixel_values: torch.Tensor, kinds=KINDS,
+                          stages: tuple[str, ...] | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Like `token_activations` for several kinds from one forward pass: kind -> stage -> (B, H, W)."""
+    for kind in kinds:
+        if kind not in ACTIVATION_MEASURES:
+            raise ValueError(f"Unknown activation kind {kind!r}; kinds: {', '.join(ACTIVATION_MEASURES)}.")
+    grid = token_grid(model, pixel_values)
+    with _analysis_mode(model), TokenRecorder(grid, stages) as recorder:
+        model(_on_model_device(model, pixel_values))
+    maps = {}
+    for kind in kinds:
+        measure = ACTIVATION_MEASURES[kind]
+        maps[kind] = {}
+        for stage in recorder.stages:
+            # CLS is left out before the mean is taken: the maps describe the image's tokens only.
+            tokens = grid.grid_tokens(recorder.tokens[stage])  # (B, N, C)
+            maps[kind][stage] = minmax_per_image(grid.to_grid(measure(tokens)).cpu())
+    return maps
+
+
+def pixel_activations(pixel_values: torch.Tensor, grid_shape: tuple[int, int], kinds=KINDS) -> dict[str, torch.Tensor]:
+    """kind -> (B, H, W) maps of the raw input patches (each patch's pixels as its "channels").
+
+    No model involved: the low-level reference a feature map must beat to show it has picked out the object
+    rather than whatever differs most in colour.
+    """
+    batch, channels, height, width = pixel_values.shape
+    patch_h, patch_w = height // grid_shape[0], width // grid_shape[1]
+    patches = torch.nn.functional.unfold(pixel_values.float(), (patch_h, patch_w), stride=(patch_h, patch_w))
+    tokens = patches.transpose(1, 2)  # (B, N, C * ph * pw), row-major like the patch embedding
+    return {kind: minmax_per_image(ACTIVATION_MEASURES[kind](tokens).reshape(batch, *grid_shape)) for kind in kinds}
+
+
+def attention_maps(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    """CLS-to-token attention, summed over heads, as (B, H, W) maps scaled to [0, 1] per image.
+
+    Keys: "trunk" (the trunk's last block) and, when the model has an LLM block, "llm" (its last layer).
+    The model runs eager attention for this call (the only backend that returns weights), then its own again.
+    """
+    grid = token_grid(model, pixel_values)
+    recorder = TokenRecorder(grid, stages=(), attention=True)
+    eager_modules = [grid.trunk_attention] if grid.trunk_attention is not None else []
+    if hasattr(grid.block, "layers"):
+        eager_modules.append(getattr(grid.block.layers[-1], grid.block.architecture.attention_module))
+    with _analysis_mode(model, tuple(eager_modules)), recorder:
+        model(_on_model_device(model, pixel_values))
+    maps = {}
+    for name, weights in recorder.attention_weights.items():
+        cls_row = weights[:, :, 0, :].sum(dim=1)  # (B, T): what the first prefix token (CLS) reads, all heads
+        maps[name] = minmax_per_image(grid.to_grid(grid.grid_tokens(cls_row)).cpu())
+    return maps
+
+
+# -- the localisation score --------------------------------------------------------------------------------
+@dataclass
+class PseudoMaskIoU:
+    """Per-image IoU at each image's best threshold, those thresholds, and their mean (the mIoU)."""
+
+    per_image: np.ndarray  # (N,)
+    best_threshold: np.ndarray  # (N,)
+    mean: float
+
+
+def masks_to_grid(masks, grid_shape: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) masks (bool, 0/1 or 0/255; non-zero = object) -> (N, H, W) bool on the token grid.
+
+    A token is object when at least half of the pixels it covers are (area resampling), so the mask is
+    downsampled the way a patch embedding sees the image.
+    """
+    masks = torch.as_tensor(np.asarray(masks)) if not isinstance(masks, torch.Tensor) else masks
+    if masks.ndim == 2:
+        masks = masks[None]
+    foreground = (masks != 0).float()[:, None]  # (N, 1, h, w)
+    coverage = torch.nn.functional.interpolate(foreground, size=tuple(grid_shape), mode="area")[:, 0]
+    return coverage >= 0.5
+
+
+def pseudo_mask_iou(maps, masks, thresholds=DEFAULT_THRESHOLDS) -> PseudoMaskIoU:
+    """The paper's protocol: pseudo-mask = map > t for each t; keep each image's best t; IoU over tokens.
+
+    maps: (N, H, W) in [0, 1]. masks: (N, h, w) at any resolution; resized to (H, W) by `masks_to_grid`.
+    When the ground truth and the pseudo-mask are both empty the IoU is 1 (they agree); ties between
+    thresholds keep the lowest one.
+    """
+    maps = torch.as_tensor(np.asarray(maps)) if not isinstance(maps, torch.Tensor) else maps
+    maps = maps.float().cpu()
+    if maps.ndim == 2:
+        maps = maps[None]
+    truth = masks_to_grid(masks, tuple(maps.shape[1:]))
+    if truth.shape[0] != maps.shape[0]:
+        raise ValueError(f"{maps.shape[0]} maps but {truth.shape[0]} masks.")
+    thresholds = torch.tensor(thresholds, dtype=maps.dtype)
+    predicted = maps[None] > thresholds[:, None, None, None]  # (K, N, H, W)
+    truth = truth[None]
+    intersection = (predicted & truth).flatten(2).sum(-1).float()  # (K, N)
+    union = (predicted | truth).flatten(2).sum(-1).float()
+    iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+    best = iou.argmax(dim=0)  # first maximum = lowest threshold among ties
+    per_image = iou.gather(0, best[None])[0].numpy()
+    return PseudoMaskIoU(per_image=per_image, best_threshold=thresholds[best].numpy(), mean=float(per_image.mean()))
+
+
+# -- tables and pictures -----------------------------------------------------------------------------------
+def miou_rows(label: str, activation_maps: dict[str, dict[str, torch.Tensor]],
+              cls_attention: dict[str, torch.Tensor], masks, thresholds=DEFAULT_THRESHOLDS) -> list[dict]:
+    """Rows (model, stage, kind, miou, images) for one model: every stage x kind, then CLS attention."""
+    rows = []
+    for kind, by_stage in activation_maps.items():
+        for stage, maps in by_stage.items():
+            score = pseudo_mask_iou(maps, masks, thresholds)
+            rows.append(dict(model=label, stage=stage, kind=kind, miou=score.mean, images=len(score.per_image)))
+    for name, maps in cls_attention.items():
+        score = pseudo_mask_iou(maps, masks, thresholds)
+        rows.append(dict(model=label, stage=f"{name}_cls", kind="attention", miou=score.mean,
+                         images=len(score.per_image)))
+    return rows
+
+
+def write_miou_table(rows: list[dict], csv_path, markdown_path) -> str:
+    """Write the rows as CSV and as a Markdown table; returns the Markdown."""
+    import csv
+
+    with open(csv_path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["model", "stage", "kind", "miou", "images"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "miou": f"{row['miou']:.4f}"})
+    lines = ["| model | stage | kind | mIoU | images |", "|---|---|---|---:|---:|"]
+    lines += [f"| {r['model']} | {r['stage']} | {r['kind']} | {r['miou']:.3f} | {r['images']} |" for r in rows]
+    markdown = "\n".join(lines) + "\n"
+    with open(markdown_path, "w", encoding="utf-8") as handle:
+        handle.write(markdown)
+    return markdown
+
+
+def plot_activation_grid(images, columns: dict[str, torch.Tensor], path, masks=None, title: str | None = None,
+                         alpha: float = 0.55) -> None:
+    """One row per image: the image, its mask (if given), then each column's map overlaid on the image.
+
+    images: PIL images (shown as given). columns: title -> (N, H, W) maps in [0, 1].
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on these machines
+    import matplotlib.pyplot as plt
+
+    count = len(images)
+    titles = ["image"] + (["mask"] if masks is not None else []) + list(columns)
+    fig, axes = plt.subplots(count, len(titles), figsize=(1.35 * len(titles), 1.35 * count + 0.6), squeeze=False)
+    for row, image in enumerate(images):
+        pixels = np.asarray(image.convert("RGB"))
+        extent = (0, pixels.shape[1], pixels.shape[0], 0)
+        panels = [None] + ([np.asarray(masks[row])] if masks is not None else []) + [
+            maps[row].numpy() for maps in columns.values()
+        ]
+        for col, panel in enumerate(panels):
+            ax = axes[row, col]
+            if masks is not None and col == 1:  # the mask on its own: white = object
+                ax.imshow(panel != 0, extent=extent, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(pixels, extent=extent)
+            if panel is not None and not (masks is not None and col == 1):
+                ax.imshow(panel, extent=extent, cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

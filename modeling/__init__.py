@@ -7,7 +7,13 @@ copies them into every saved model, where they run without hf_frozenlm installed
 from .configuration_frozenlm import FrozenLMConfig
 from .configuration_vit_llama import ViTLlamaConfig
 from .frozenlm_block import LLM_ARCHITECTURES, FrozenLMBlock, FrozenLMPreTrainedModel
-from .frozenlm_loading import LLMCheckpointError, LLMSourceNotFoundError, load_llm_config, load_llm_layers
+from .frozenlm_loading import (
+    LLMCheckpointError,
+    LLMChecksumError,
+    LLMSourceNotFoundError,
+    load_llm_config,
+    load_llm_layers,
+)
 from .modeling_vit_llama import VIT_PRESETS, ViTLlamaForImageClassification, ViTLlamaModel, ViTLlamaPreTrainedModel
 
 __all__ = [
@@ -17,6 +23,7 @@ __all__ = [
     "FrozenLMConfig",
     "FrozenLMPreTrainedModel",
     "LLMCheckpointError",
+    "LLMChecksumError",
     "LLMSourceNotFoundError",
     "ViTLlamaConfig",
     "ViTLlamaForImageClassification",

@@ -24,6 +24,8 @@ class FrozenLMConfig(PreTrainedConfig):
     llm_final_norm: apply the official code's weight-1 RMSNorm after the LLM layers.
     llm_trainable: unfreeze the LLM layers (the paper's fine-tuned ablation). The only way to unfreeze.
     llm_source: provenance of the LLM weights: kind (hf/gguf/meta/random), source, revision, file, layers, sha256.
+    llm_weights_in_checkpoint: False in a slim checkpoint (`save_pretrained(..., frozen_weights=False)`): the
+        weights file leaves the LLM layers out and `from_pretrained` re-extracts them from `llm_source`.
     """
 
     llm_config: dict | PreTrainedConfig | None = None
@@ -33,6 +35,7 @@ class FrozenLMConfig(PreTrainedConfig):
     llm_final_norm: bool = True
     llm_trainable: bool = False
     llm_source: dict | None = None
+    llm_weights_in_checkpoint: bool = True
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):

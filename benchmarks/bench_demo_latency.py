@@ -1,0 +1,130 @@
+"""Benchmark: the Space's latency per image, maps included, on this CPU.
+
+Two measurements per thread count, each the median and p90 over the example digits and a sketch:
+  in-process  open/frame the image + processor + one forward with the map hooks + the four overlay tiles
+              (app.LoadedModel.classify, what the event handler runs);
+  HTTP        a gradio_client call to the app served on 127.0.0.1: the above plus the queue, uploading the
+              file and encoding and downloading the tiles (what a user waits for, minus the network).
+A third row, "gradio floor", is the HTTP time of a no-op app (image in, fixed label out) on the same machine:
+the part of the HTTP time that is gradio and its client rather than this app.
+
+The model: --model DIR, else the default training run (runs/digits-vit-tiny-llm) when it exists, else an
+untrained model of the default run's architecture (latency depends on shapes, not on trained weights).
+
+    python benchmarks/bench_demo_latency.py [--model DIR] [--threads 1 2] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_common import machine_line, markdown_table, median, percentile, set_threads
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_architecture_model(folder: Path) -> str:
+    """An untrained model shaped like the default training run's (digits trunk + SmolLM2's last layer)."""
+    from hf_frozenlm import ViTLlamaForImageClassification
+    from hf_frozenlm.processing import image_processor_for
+    from hf_frozenlm.training import DIGITS_TRUNK
+
+    model = ViTLlamaForImageClassification.from_parts(
+        "vit-tiny", "smollm2-135m", num_labels=10, trunk_kwargs=dict(DIGITS_TRUNK),
+        id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
+    )
+    model.save_pretrained(folder)
+    image_processor_for(model.config).save_pretrained(folder)
+    return str(folder)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--repeats", type=int, default=30, help="timed calls per input kind and thread count")
+    args = parser.parse_args()
+
+    from gradio_client import Client, handle_file
+    from PIL import Image
+
+    from hf_frozenlm.commands.demo import default_run_dir, is_model_dir
+    from hf_frozenlm.spaces import app
+
+    model_dir, what = args.model, "given"
+    if model_dir is None:
+        model_dir = str(ROOT / default_run_dir())
+        what = "default training run"
+        if not is_model_dir(model_dir):
+            model_dir = default_architecture_model(Path(tempfile.mkdtemp()) / "model")
+            what = "untrained, default run's architecture"
+    examples = sorted((ROOT / "spaces" / "examples").glob("*.png"))
+    sketch_path = Path(tempfile.mkdtemp()) / "sketch.png"
+    canvas = Image.new("RGBA", (600, 600), (0, 0, 0, 0))
+    canvas.paste((0, 0, 0, 255), (280, 80, 320, 520))  # a "1" drawn on a large canvas
+    canvas.save(sketch_path)
+
+    loaded = app.LoadedModel.load(model_dir)
+    demo = app.build_demo(model_dir)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+
+    print(machine_line())
+    print(f"model: {model_dir} ({what}); {loaded.description}")
+    rows = []
+    for threads in args.threads:
+        set_threads(threads)
+        for path in examples[:2]:  # warm-up: first calls pay for lazy initialisation
+            loaded.classify(app.open_upload(str(path)))
+            client.predict(handle_file(str(path)), api_name="/predict")
+        for label, prepare, call in (
+            ("example digit", lambda i: app.open_upload(str(examples[i % len(examples)])),
+             lambda i: client.predict(handle_file(str(examples[i % len(examples)])), api_name="/predict")),
+            ("sketch 600x600", lambda i: app.sketch_to_image({"composite": str(sketch_path)}),
+             lambda i: client.predict({"background": None, "layers": [], "composite": handle_file(str(sketch_path))},
+                                      api_name="/predict_sketch")),
+        ):
+            in_process, http = [], []
+            for i in range(args.repeats):
+                start = time.perf_counter()
+                loaded.classify(prepare(i))
+                in_process.append((time.perf_counter() - start) * 1000)
+            for i in range(args.repeats):
+                start = time.perf_counter()
+                call(i)
+                http.append((time.perf_counter() - start) * 1000)
+            rows.append([threads, label, median(in_process), percentile(in_process, 90), median(http),
+                         percentile(http, 90)])
+    demo.close()
+
+    import gradio as gr
+
+    with gr.Blocks() as floor:
+        image, label = gr.Image(type="filepath"), gr.Label()
+        gr.Button().click(lambda _path: {"0": 1.0}, image, label, api_name="predict")
+    floor.queue(default_concurrency_limit=1)
+    floor.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    floor_client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    times = []
+    for i in range(args.repeats + 2):
+        start = time.perf_counter()
+        floor_client.predict(handle_file(str(examples[i % len(examples)])), api_name="/predict")
+        times.append((time.perf_counter() - start) * 1000)
+    floor.close()
+    rows.append(["-", "gradio floor (no-op app)", None, None, median(times[2:]), percentile(times[2:], 90)])
+    print(markdown_table(["threads", "input", "in-process median ms", "p90 ms", "HTTP median ms", "p90 ms"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -249,8 +249,8 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1):
                 with gr.Tab("Upload"):
-                    upload = UploadedImage(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image",
-                                           height=280)
+                    upload = pass_unreadable_uploads_on(gr.Image(
+                        type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", height=280))
                     upload_button = gr.Button("Classify", variant="primary", elem_id="classify")
                     examples = sorted(str(path) for path in EXAMPLES_DIR.glob("*.png"))
                     if examples:
@@ -281,24 +281,26 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
     return demo
 
 
-class UploadedImage(gr.Image):
-    """gr.Image whose unreadable uploads (not an image, a decompression bomb) reach the handler as a path.
+def pass_unreadable_uploads_on(image: gr.Image) -> gr.Image:
+    """Make `image` hand unreadable uploads (not an image, a decompression bomb) to the handler as a path.
 
-    gr.Image opens every upload with PIL before the event runs, so a text file would fail inside gradio with
-    a generic error. Passing the path on lets `open_upload` say what is wrong. `is_template` makes the
-    browser draw it with gr.Image's own widget.
+    gr.Image opens every upload with PIL before the event runs, so a text file would fail inside gradio with a
+    generic error; passed on, `open_upload` says what is wrong. The instance's method is wrapped rather than
+    gr.Image subclassed, because gradio writes a .pyi stub beside the source of every component subclass.
     """
+    preprocess = image.preprocess
 
-    is_template = True
-
-    def preprocess(self, payload):
+    def preprocess_or_pass_path(payload):
         try:
             with warnings.catch_warnings():
                 # gradio only opens the file (lazily); open_upload applies the real size limit.
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return super().preprocess(payload)
+                return preprocess(payload)
         except Exception:
             return payload.path if payload is not None else None
+
+    image.preprocess = preprocess_or_pass_path
+    return image
 
 
 LAUNCH_OPTIONS = dict(

@@ -89,10 +89,10 @@ def predict_with_maps(model: torch.nn.Module, pixel_values: torch.Tensor, kinds=
     recorded: dict[str, torch.Tensor] = {}
     handles = []
     if block is not None:
-        handles.append(block.register_forward_pre_hook(
-            lambda _m, args, kwargs: recorded.__setitem__("trunk", (args[0] if args else kwargs["hidden_states"]).detach()),
-            with_kwargs=True,
-        ))
+        def read_input(_module, args, kwargs):
+            recorded["trunk"] = (args[0] if args else kwargs["hidden_states"]).detach()
+
+        handles.append(block.register_forward_pre_hook(read_input, with_kwargs=True))
         if getattr(block, "variant", "llm") != "none":  # a "none" block passes its input through unchanged
             handles.append(block.register_forward_hook(
                 lambda _m, _args, output: recorded.__setitem__("block", output.detach())

@@ -52,7 +52,7 @@ def assemble_space(out_dir, model_id: str | None = None) -> list[Path]:
         readme = out_dir / "README.md"
         text, count = re.subn(r"(?m)^models:\n(?:  - .*\n)+", f"models:\n  - {model_id}\n", readme.read_text("utf-8"))
         if count != 1:
-            raise ValueError(f"{source / 'README.md'} has no `models:` list in its front matter to point at {model_id}.")
+            raise ValueError(f"{source / 'README.md'} has no `models:` list in its front matter to name {model_id}.")
         readme.write_text(text, encoding="utf-8")
     return written
 

@@ -71,17 +71,18 @@ def open_upload(path: str | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below is tighter
-            image = Image.open(path)
-            width, height = image.size
-            if width * height > MAX_INPUT_PIXELS:
-                raise InputProblem(
-                    f"That image is {width}x{height} ({width * height / 1e6:.0f} megapixels); the demo takes up to "
-                    f"{MAX_INPUT_PIXELS / 1e6:.0f}. Please downscale it first."
-                )
-            # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: a huge photo never exists at full size.
-            image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
-            image = ImageOps.exif_transpose(image)
-            image.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > MAX_INPUT_PIXELS:
+                    raise InputProblem(
+                        f"That image is {width}x{height} ({width * height / 1e6:.0f} megapixels); the demo takes up to "
+                        f"{MAX_INPUT_PIXELS / 1e6:.0f}. Please downscale it first."
+                    )
+                # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: a huge photo never exists at full size.
+                image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
+                upright = ImageOps.exif_transpose(image)
+                upright.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
+                return to_rgb_on_white(upright)  # a new image: the file can close
     except InputProblem:
         raise
     except Image.DecompressionBombError:
@@ -90,7 +91,6 @@ def open_upload(path: str | None) -> Image.Image:
         raise InputProblem(
             f"{Path(path).name!r} is not an image this demo can read. Please upload a PNG, JPEG, WebP, GIF or BMP."
         ) from None
-    return to_rgb_on_white(image)
 
 
 def sketch_to_image(value) -> Image.Image:
@@ -102,8 +102,9 @@ def sketch_to_image(value) -> Image.Image:
     composite = value.get("composite") if isinstance(value, dict) else value
     if composite is None:
         raise InputProblem("The sketch is empty: draw a digit first.")
-    if isinstance(composite, (str, Path)):
-        composite = np.asarray(Image.open(composite))
+    if isinstance(composite, (str, Path)):  # type="filepath" callers
+        with Image.open(composite) as opened:
+            composite = np.asarray(opened)
     image = to_rgb_on_white(Image.fromarray(np.asarray(composite).astype(np.uint8)))
     grey = np.asarray(image.convert("L"))
     rows, cols = np.nonzero(grey < INK_THRESHOLD)
@@ -262,7 +263,8 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
                     )
                     sketch_button = gr.Button("Classify drawing", variant="primary")
             with gr.Column(scale=2):
-                status = gr.Markdown("Upload an image, pick an example or draw a digit.", label="status", elem_id="status")
+                status = gr.Markdown("Upload an image, pick an example or draw a digit.", label="status",
+                                     elem_id="status")
                 with gr.Row():
                     with gr.Column():
                         labels = gr.Label(num_top_classes=5, label="Top 5 (frozen-LLM model)")
@@ -274,10 +276,11 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
                                                 object_fit="contain", allow_preview=False)
         outputs = [labels, tiles, status, base_labels, base_tiles]
         # One shared concurrency slot: on a small CPU, two forward passes at once only slow each other down.
-        upload_button.click(guarded(open_upload), upload, outputs, api_name="predict", concurrency_id="model")
-        sketch_button.click(guarded(sketch_to_image), sketch, outputs, api_name="predict_sketch",
+        upload_button.click(guarded(open_upload), upload, outputs, api_name="predict", concurrency_limit=1,
                             concurrency_id="model")
-    demo.queue(default_concurrency_limit=1, max_size=32)
+        sketch_button.click(guarded(sketch_to_image), sketch, outputs, api_name="predict_sketch", concurrency_limit=1,
+                            concurrency_id="model")
+    demo.queue(max_size=32)  # beyond 32 waiting, new requests are turned away with a message
     return demo
 
 

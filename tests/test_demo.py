@@ -70,7 +70,7 @@ def served(model_dirs):
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
     url = f"http://127.0.0.1:{port}/"
     try:
-        yield url, Client(url, verbose=False)
+        yield url, Client(url, verbose=False), demo
     finally:
         demo.close()
 
@@ -109,7 +109,7 @@ def _check_prediction(result, with_baseline=True):
 
 
 def test_example_image_gives_labels_and_maps(served, model_dirs):
-    _, client = served
+    _, client, _ = served
     labels = _check_prediction(client.predict(handle_file(str(EXAMPLE)), api_name="/predict"))
     # The served label is the model's own prediction for the example, through its own processor.
     reference = app.LoadedModel.load(model_dirs[0])
@@ -118,12 +118,12 @@ def test_example_image_gives_labels_and_maps(served, model_dirs):
 
 
 def test_sketch_gives_labels_and_maps(served, tmp_path):
-    _, client = served
+    _, client, _ = served
     _check_prediction(client.predict(_sketch(tmp_path), api_name="/predict_sketch"))
 
 
 def test_grey_rgba_and_huge_images_give_the_rgb_result(served, tmp_path):
-    _, client = served
+    _, client, _ = served
     digit = Image.open(EXAMPLE).convert("L")
     reference = client.predict(handle_file(str(EXAMPLE)), api_name="/predict")[0]
 
@@ -145,7 +145,7 @@ def test_grey_rgba_and_huge_images_give_the_rgb_result(served, tmp_path):
     ("too many pixels", "Please downscale it first"),
 ])
 def test_bad_inputs_give_a_message(served, tmp_path, case, message):
-    _, client = served
+    _, client, _ = served
     if case == "no image":
         call = (None, "/predict")
     elif case == "empty sketch":
@@ -165,6 +165,15 @@ def test_bad_inputs_give_a_message(served, tmp_path, case, message):
         client.predict(call[0], api_name=call[1])
     assert message in str(error.value)
     assert "Traceback" not in str(error.value)
+
+
+def test_requests_queue_one_at_a_time(served):
+    _, _, demo = served
+    handlers = [fn for fn in demo.fns.values() if fn.api_name in ("predict", "predict_sketch")]
+    assert len(handlers) == 2
+    # Both buttons share one slot: a second request waits in the queue instead of competing for the CPU.
+    assert {(fn.concurrency_limit, fn.concurrency_id) for fn in handlers} == {(1, "model")}
+    assert demo._queue.max_size == 32
 
 
 def test_maps_match_the_analysis_module(tiny_digits_model):
@@ -249,7 +258,7 @@ def test_browser_submits_an_example_and_shows_the_label(served, model_dirs):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, _ = served
+    url, _, _ = served
     expected, _ = app.LoadedModel.load(model_dirs[0]).classify(app.open_upload(str(EXAMPLE)))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

@@ -159,9 +159,10 @@ class TokenRecorder(contextlib.AbstractContextManager):
         self._handles = []
 
     def _store(self, store: dict, key: str, value: torch.Tensor | None) -> None:
-        if value is None:
+        if value is None:  # only attention weights can be missing
             raise RuntimeError(
-                f"The {key!r} attention module returned no weights: it is not running the eager backend."
+                f"The {key!r} attention module returned no weights: it is not running the eager backend "
+                "(attention_maps switches the model to eager; a recorder used directly needs it too)."
             )
         store[key] = value.detach().float().clone()
 

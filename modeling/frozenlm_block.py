@@ -133,9 +133,25 @@ class FrozenLMBlock(nn.Module):
         """
         if not hasattr(self, "layers"):
             return
-        self.layers.to(self.llm_dtype)
-        for parameter in self.layers.parameters():
+        for parameter in self.llm_own_parameters():
+            if parameter.dtype != self.llm_dtype:
+                parameter.data = parameter.data.to(self.llm_dtype)
             parameter.requires_grad_(self.llm_trainable)
+        for buffer in self.layers.buffers():
+            if buffer.is_floating_point() and buffer.dtype != self.llm_dtype:
+                buffer.data = buffer.data.to(self.llm_dtype)
+
+    def llm_own_parameters(self):
+        """The LLM's own weights, without adapters that PEFT injects into the layers (LoRA's lora_A/lora_B, ...):
+        those must stay trainable and in their own dtype, or every `.train()` would freeze them again."""
+        adapter_prefixes = tuple(
+            f"{name}.{attribute}." if name else f"{attribute}."
+            for name, module in self.layers.named_modules()
+            for attribute in getattr(module, "adapter_layer_names", ())
+        )
+        for name, parameter in self.layers.named_parameters():
+            if not name.startswith(adapter_prefixes):
+                yield parameter
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -10,9 +10,13 @@ setup(
     python_requires=">=3.10",
     # modeling/ is the Hub-portable model code; it ships as the subpackage hf_frozenlm.modeling.
     # spaces/ is the Gradio Space; it ships as hf_frozenlm.spaces so `hf-frozenlm demo` runs the same app.
-    packages=["hf_frozenlm", "hf_frozenlm.commands", "hf_frozenlm.modeling", "hf_frozenlm.spaces"],
+    packages=["hf_frozenlm", "hf_frozenlm.commands", "hf_frozenlm.metrics", "hf_frozenlm.modeling", "hf_frozenlm.spaces"],
     package_dir={"hf_frozenlm": "hf_frozenlm", "hf_frozenlm.modeling": "modeling", "hf_frozenlm.spaces": "spaces"},
-    package_data={"hf_frozenlm.spaces": ["README.md", "requirements.txt", "examples/*.png"]},
+    package_data={
+        "hf_frozenlm.spaces": ["README.md", "requirements.txt", "examples/*.png"],
+        # evaluate metric modules, loaded by local path so evaluation works offline.
+        "hf_frozenlm.metrics": ["*/*.py"],
+    },
     install_requires=[
         "torch>=2.4",
         "transformers>=5.24,<6",

@@ -10,6 +10,10 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("hf_frozenlm.commands.train", "train a ViT + frozen LLM block classifier (no arguments: the main job)"),
+    "evaluate": ("hf_frozenlm.commands.evaluate", "accuracy (and top-5) of a trained model on a dataset split"),
+    "predict": ("hf_frozenlm.commands.predict", "top-k labels of a trained model for image files"),
+    "merge": ("hf_frozenlm.commands.merge", "fold LoRA adapters into a plain model that loads without peft"),
     "analyze": ("hf_frozenlm.commands.analyze", "token activation maps, CLS attention and mask mIoU (paper section 4)"),
     "demo": ("hf_frozenlm.commands.demo", "the Gradio Space app locally: labels and token activation maps"),
     "push": ("hf_frozenlm.commands.push", "publish a trained run to the Hub (model card, remote code; --no-frozen-weights for a slim checkpoint)"),

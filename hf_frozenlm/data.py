@@ -1,0 +1,407 @@
+"""Image-classification datasets for training: the builtin digits, `imagefolder:PATH`, or a Hub dataset.
+
+Everything becomes a `datasets.DatasetDict` with `train`/`validation`/`test` splits, an `image` column of
+PIL images and a `label` column of `ClassLabel` ids, so the rest of the package never special-cases a source.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+IMAGE_COLUMN_CANDIDATES = ("image", "img")
+LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label")
+VALIDATION_SPLIT_CANDIDATES = ("validation", "valid", "val", "dev")
+
+
+class DataError(ValueError):
+    """A dataset that cannot be trained on, with a message that says what was found and what to pass."""
+
+
+@dataclass
+class DataArguments:
+    """Where the images come from and how they are split and augmented."""
+
+    dataset: str = field(
+        default="digits",
+        metadata={"help": "`digits` (builtin, offline), `imagefolder:PATH` (class folders or a metadata file), "
+                  "or a Hub dataset name."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Config name of a Hub dataset."})
+    train_split: str = field(default="train", metadata={"help": "Name of the training split."})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "Name of the validation split (default: validation/valid/val/dev if present)."}
+    )
+    test_split: str | None = field(default=None, metadata={"help": "Name of the test split (default: test if present)."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: image or img)."})
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column (default: label, labels or fine_label)."}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Fraction of the training split carved out as validation when there is none."}
+    )
+    test_fraction: float = field(
+        default=0.2, metadata={"help": "Fraction of the training split carved out as test when there is none."}
+    )
+    split_seed: int = field(default=42, metadata={"help": "Seed of the carved splits (independent of --seed)."})
+    strict_images: bool = field(
+        default=False, metadata={"help": "Fail on unreadable/corrupt image files instead of skipping them."}
+    )
+    augment: str = field(
+        default="auto",
+        metadata={"help": "Training augmentation (random resized crop + horizontal flip): auto (off for digits, "
+                  "whose flips change the class), on, off.", "choices": ["auto", "on", "off"]},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the validation and test splits (debugging)."}
+    )
+
+
+@dataclass
+class ImageClassificationData:
+    """Splits with canonical `image`/`label` columns, and the label names."""
+
+    splits: "datasets.DatasetDict"  # noqa: F821
+    id2label: dict[int, str]
+    name: str
+    skipped_images: int = 0
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: index for index, label in self.id2label.items()}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+
+# -- sources ---------------------------------------------------------------------------------------------
+def digits_dataset(split_seed: int = 42, validation_fraction: float = 0.1, test_fraction: float = 0.2):
+    """scikit-learn's 8x8 handwritten digits (1797 images, real scans) as a seeded, stratified DatasetDict.
+
+    Drawn as dark ink on white, like a sketch on paper, so a user's drawing matches the training images.
+    """
+    import datasets
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Pixel values are 0 (paper) .. 16 (ink); invert to 255 = white paper.
+    pixels = (255 - np.round(digits.images * (255 / 16))).astype(np.uint8)  # (N, 8, 8)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
+    )
+    table = datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(p, mode="L") for p in pixels], "label": digits.target.tolist()}, features=features
+    )
+    return carve_missing_splits(datasets.DatasetDict(train=table), "label", split_seed, validation_fraction,
+                                test_fraction)
+
+
+def load_raw_dataset(args: DataArguments):
+    """The source named by `--dataset` as a DatasetDict (no column or split normalisation yet)."""
+    import datasets
+
+    if args.dataset.startswith("imagefolder:"):
+        path = args.dataset.split(":", 1)[1]
+        import os
+
+        if not os.path.isdir(path):
+            raise DataError(f"--dataset {args.dataset}: {path!r} is not a directory.")
+        # Decoding is deferred (decode=False below) so that corrupt files can be counted instead of crashing.
+        return datasets.load_dataset("imagefolder", data_dir=path)
+    try:
+        return datasets.load_dataset(args.dataset, args.dataset_config)
+    except Exception as error:  # many error types: offline, not found, gated, bad config
+        raise DataError(
+            f"Could not load the Hub dataset {args.dataset!r} (config {args.dataset_config!r}): {error}. "
+            "--dataset takes `digits`, `imagefolder:PATH` or a Hub dataset name (needs the network unless cached)."
+        ) from error
+
+
+# -- normalisation -----------------------------------------------------------------------------------------
+def detect_column(columns: list[str], override: str | None, candidates: tuple[str, ...], kind: str, option: str):
+    """The column to use for `kind` (image/label): the override if present, else the first candidate found."""
+    if override is not None:
+        if override not in columns:
+            raise DataError(
+                f"{option} {override!r} is not a column of the dataset; its columns are {columns}. "
+                f"Pass {option} with one of them."
+            )
+        return override
+    for name in candidates:
+        if name in columns:
+            return name
+    hint = (
+        " An imagefolder dataset gets labels from class sub-folders (PATH/<class>/<image>.png) or a `label` "
+        "column in metadata.csv/metadata.jsonl."
+        if kind == "label" else ""
+    )
+    raise DataError(
+        f"Found no {kind} column: looked for {', '.join(candidates)}; the dataset has columns {columns}. "
+        f"Pass {option} NAME.{hint}"
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB. Transparent pixels become white (a drawing on a transparent canvas is ink on paper)."""
+    if image.mode == "RGB":
+        return image
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits before converting (PIL would clip instead).
+        array = np.asarray(image, dtype=np.float64)
+        span = max(array.max() - array.min(), 1.0)
+        image = Image.fromarray(((array - array.min()) * (255.0 / span)).astype(np.uint8), mode="L")
+    return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
+
+
+def _open_image(value) -> Image.Image:
+    """Decode an undecoded `datasets.Image` value ({"bytes", "path"}) fully, so truncated files fail here."""
+    if isinstance(value, Image.Image):
+        value.load()
+        return value
+    if value.get("bytes") is not None:
+        image = Image.open(io.BytesIO(value["bytes"]))
+    else:
+        image = Image.open(value["path"])
+    image.load()
+    return image
+
+
+def drop_unreadable_images(splits, image_column: str, strict: bool):
+    """Remove rows whose image cannot be decoded; count them (or fail with `--strict_images`)."""
+    import datasets
+
+    total_skipped = 0
+    cleaned = {}
+    for split_name, split in splits.items():
+        feature = split.features[image_column]
+        if not isinstance(feature, datasets.Image):
+            cleaned[split_name] = split
+            continue
+        raw = split.cast_column(image_column, datasets.Image(decode=False))
+        bad = []
+        for index, value in enumerate(raw[image_column]):
+            try:
+                _open_image(value)
+            except Exception as error:  # PIL raises several types for corrupt files
+                where = (value or {}).get("path") or f"row {index}"
+                bad.append((index, where, error))
+        if bad:
+            if strict:
+                listing = "; ".join(f"{where}: {error}" for _, where, error in bad[:5])
+                raise DataError(
+                    f"{len(bad)} unreadable image(s) in split {split_name!r} ({listing}"
+                    f"{'; ...' if len(bad) > 5 else ''}). Remove or fix them, or drop --strict_images to skip them."
+                )
+            bad_rows = {index for index, _, _ in bad}
+            split = split.select([i for i in range(len(split)) if i not in bad_rows])
+            logger.warning("Skipped %d unreadable image(s) in split %r: %s", len(bad), split_name,
+                           ", ".join(str(where) for _, where, _ in bad[:5]) + (" ..." if len(bad) > 5 else ""))
+            total_skipped += len(bad)
+        cleaned[split_name] = split
+    return datasets.DatasetDict(cleaned), total_skipped
+
+
+def carve_missing_splits(splits, label_column: str, seed: int, validation_fraction: float, test_fraction: float):
+    """Add `test` then `validation` carved from `train` (stratified by label when possible) if they are missing."""
+    import datasets
+
+    splits = datasets.DatasetDict(dict(splits))
+
+    def carve(train, fraction, name):
+        if not 0 < fraction < 1:
+            raise DataError(f"There is no {name} split and the {name} fraction is {fraction}; pass a value in (0, 1).")
+        stratify = label_column if isinstance(train.features.get(label_column), datasets.ClassLabel) else None
+        try:
+            parts = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
+        except ValueError:  # too few examples per class to stratify
+            parts = train.train_test_split(test_size=fraction, seed=seed)
+        return parts["train"], parts["test"]
+
+    carved_test = "test" not in splits
+    if carved_test:
+        # Carved first, from the whole training split, so both fractions are of all labelled training data.
+        splits["train"], splits["test"] = carve(splits["train"], test_fraction, "test")
+    if "validation" not in splits:
+        fraction = validation_fraction / (1 - test_fraction) if carved_test else validation_fraction
+        splits["train"], splits["validation"] = carve(splits["train"], fraction, "validation")
+    return splits
+
+
+def load_image_classification_data(args: DataArguments) -> ImageClassificationData:
+    """Load `--dataset`, normalise columns/labels/splits, drop unreadable images, and validate early."""
+    import datasets
+
+    if args.dataset == "digits":
+        splits = digits_dataset(args.split_seed, args.validation_fraction, args.test_fraction)
+    else:
+        raw = load_raw_dataset(args)
+        if not isinstance(raw, datasets.DatasetDict):
+            raw = datasets.DatasetDict(train=raw)
+        if args.train_split not in raw:
+            raise DataError(
+                f"No training split {args.train_split!r}; the dataset has splits {list(raw)}. Pass --train_split NAME."
+            )
+        columns = raw[args.train_split].column_names
+        image_column = detect_column(columns, args.image_column, IMAGE_COLUMN_CANDIDATES, "image", "--image_column")
+        if args.dataset.startswith("imagefolder:") and args.label_column is None and "label" not in columns:
+            _explain_missing_imagefolder_labels(args.dataset.split(":", 1)[1])
+        label_column = detect_column(columns, args.label_column, LABEL_COLUMN_CANDIDATES, "label", "--label_column")
+        renamed = {}
+        for name, target in ((args.train_split, "train"),
+                             (_pick_split(raw, args.validation_split, VALIDATION_SPLIT_CANDIDATES, "--validation_split"),
+                              "validation"),
+                             (_pick_split(raw, args.test_split, ("test",), "--test_split"), "test")):
+            if name is None:
+                continue
+            split = raw[name].select_columns([image_column, label_column])
+            split = split.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
+            renamed[target] = split
+        splits = datasets.DatasetDict(renamed)
+        splits = _encode_labels(splits, label_column)
+        splits, skipped = drop_unreadable_images(splits, "image", args.strict_images)
+        splits = carve_missing_splits(splits, "label", args.split_seed, args.validation_fraction, args.test_fraction)
+        data = _finish(splits, args, skipped)
+        return data
+    return _finish(splits, args, 0)
+
+
+def _explain_missing_imagefolder_labels(path: str) -> None:
+    """datasets' imagefolder adds no label column for a single class folder: say so instead of 'no label column'."""
+    import os
+
+    folders = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
+    if len(folders) == 1:
+        raise DataError(
+            f"{path} has one class folder ({folders[0]!r}); a classifier needs at least two. Put each class in its "
+            "own sub-folder: PATH/<class name>/<image>."
+        )
+
+
+def _pick_split(raw, override, candidates, option):
+    if override is not None:
+        if override not in raw:
+            raise DataError(f"{option} {override!r} is not a split of the dataset; its splits are {list(raw)}.")
+        return override
+    return next((name for name in candidates if name in raw), None)
+
+
+def _encode_labels(splits, original_name: str):
+    """Make `label` a ClassLabel (ints or strings -> ids) and reject datasets without usable labels."""
+    import datasets
+
+    feature = splits["train"].features["label"]
+    if isinstance(feature, datasets.Sequence) or (isinstance(feature, list)):
+        raise DataError(
+            f"The label column {original_name!r} holds lists (multi-label); `train` handles single-label "
+            "classification. Pass --label_column with a single-label column."
+        )
+    if not isinstance(feature, datasets.ClassLabel):
+        if not isinstance(feature, datasets.Value):
+            raise DataError(f"The label column {original_name!r} has type {feature}; expected class names or ids.")
+        values = set()
+        for split in splits.values():
+            values.update(v for v in split["label"] if v is not None)
+        if any(isinstance(v, float) and not float(v).is_integer() for v in values):
+            raise DataError(
+                f"The label column {original_name!r} holds non-integer numbers (regression targets?); pass "
+                "--label_column with class names or ids."
+            )
+        names = [str(v) for v in sorted(values)]
+        class_label = datasets.ClassLabel(names=names)
+        splits = datasets.DatasetDict({
+            name: split.map(lambda row: {"label": names.index(str(row["label"]))}, desc="encoding labels")
+            .cast_column("label", class_label)
+            for name, split in splits.items()
+        })
+    return splits
+
+
+def _finish(splits, args: DataArguments, skipped: int) -> ImageClassificationData:
+    import datasets
+
+    for name in ("train", "validation", "test"):
+        if name not in splits or len(splits[name]) == 0:
+            raise DataError(f"Split {name!r} is empty after loading; the dataset has {len(splits.get('train', []))} "
+                            "usable training images.")
+    label_feature = splits["train"].features["label"]
+    assert isinstance(label_feature, datasets.ClassLabel)
+    present = sorted(set(splits["train"]["label"]))
+    if len(label_feature.names) < 2 or len(present) < 2:
+        found = [label_feature.names[i] for i in present]
+        raise DataError(
+            f"The training split has {len(present)} class ({found}); a classifier needs at least two. For an "
+            "imagefolder dataset, put each class in its own sub-folder: PATH/<class name>/<image>."
+        )
+    if args.max_train_samples:
+        splits["train"] = splits["train"].select(range(min(args.max_train_samples, len(splits["train"]))))
+    if args.max_eval_samples:
+        for name in ("validation", "test"):
+            splits[name] = splits[name].select(range(min(args.max_eval_samples, len(splits[name]))))
+    id2label = dict(enumerate(label_feature.names))
+    return ImageClassificationData(splits=splits, id2label=id2label, name=args.dataset, skipped_images=skipped)
+
+
+# -- augmentation (no torchvision) -------------------------------------------------------------------------
+@dataclass
+class RandomResizedCropFlip:
+    """Random resized crop (area scale, aspect ratio) and horizontal flip on PIL images, as in DeiT's recipe."""
+
+    size: int
+    scale: tuple[float, float] = (0.5, 1.0)  # milder than ImageNet's 0.08: small images lose objects quickly
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = True
+    rng: random.Random = field(default_factory=random.Random)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        area = width * height
+        for _ in range(10):
+            target_area = area * self.rng.uniform(*self.scale)
+            log_ratio = (np.log(self.ratio[0]), np.log(self.ratio[1]))
+            aspect = float(np.exp(self.rng.uniform(*log_ratio)))
+            w = int(round((target_area * aspect) ** 0.5))
+            h = int(round((target_area / aspect) ** 0.5))
+            if 0 < w <= width and 0 < h <= height:
+                left = self.rng.randint(0, width - w)
+                top = self.rng.randint(0, height - h)
+                break
+        else:  # fall back to the whole image
+            left, top, w, h = 0, 0, width, height
+        image = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
+        if self.flip and self.rng.random() < 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return image
+
+
+def make_transform(image_processor, augment: RandomResizedCropFlip | None = None):
+    """A `set_transform` function: PIL images -> `pixel_values` through the model's image processor."""
+
+    def transform(batch):
+        images = [to_rgb(image) for image in batch["image"]]
+        if augment is not None:
+            images = [augment(image) for image in images]
+        out = {"pixel_values": image_processor(images, return_tensors="pt")["pixel_values"]}
+        if "label" in batch:
+            out["labels"] = batch["label"]
+        return out
+
+    return transform
+
+
+def use_augmentation(args: DataArguments) -> bool:
+    return args.augment == "on" or (args.augment == "auto" and args.dataset != "digits")

@@ -1,0 +1,134 @@
+"""Data: digits, imagefolder datasets written to disk, image-mode conversion, and every bad input's message."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hf_frozenlm.data import (DataArguments, DataError, RandomResizedCropFlip, load_image_classification_data,
+                              to_rgb)
+
+
+def write_imagefolder(root, classes=("cat", "dog", "fox"), per_class=6, size=12, corrupt=0):
+    """PNG files in class folders, in the modes users send: RGB, L, P, RGBA (+ optionally corrupt files)."""
+    rng = np.random.default_rng(0)
+    modes = ["RGB", "L", "P", "RGBA"]
+    for c, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            array = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+            array[..., c % 3] = 255  # a class-dependent colour, so a few steps can learn something
+            Image.fromarray(array).convert(modes[i % len(modes)]).save(folder / f"{i}.png")
+    for i in range(corrupt):
+        (root / classes[0] / f"broken{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    return root
+
+
+def test_digits_split_is_seeded_stratified_and_dark_ink_on_white():
+    data = load_image_classification_data(DataArguments())
+    sizes = {name: len(split) for name, split in data.splits.items()}
+    assert sizes == {"train": 1257, "validation": 180, "test": 360}
+    assert data.id2label[3] == "3" and data.num_labels == 10
+    image = np.asarray(data.splits["train"][0]["image"])
+    assert image.shape == (8, 8) and image[0, 0] == 255 and image.min() < 64  # white paper, dark ink
+    again = load_image_classification_data(DataArguments())
+    assert again.splits["test"]["label"] == data.splits["test"]["label"]
+    other = load_image_classification_data(DataArguments(split_seed=1))
+    assert other.splits["test"]["label"] != data.splits["test"]["label"]
+    # every class in every split (stratified)
+    assert all(len(set(split["label"])) == 10 for split in data.splits.values())
+
+
+def test_imagefolder_classes_modes_and_corrupt_files_skipped(tmp_path, caplog):
+    write_imagefolder(tmp_path / "data", corrupt=2)
+    with caplog.at_level("WARNING"):
+        data = load_image_classification_data(DataArguments(dataset=f"imagefolder:{tmp_path / 'data'}",
+                                                            validation_fraction=0.2, test_fraction=0.2))
+    assert data.skipped_images == 2
+    assert "Skipped 2 unreadable image(s)" in caplog.text
+    assert data.id2label == {0: "cat", 1: "dog", 2: "fox"}
+    assert sum(len(s) for s in data.splits.values()) == 18
+    assert {to_rgb(row["image"]).mode for row in data.splits["train"]} == {"RGB"}
+
+
+def test_to_rgb_conversions():
+    transparent = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert to_rgb(transparent).getpixel((0, 0)) == (255, 255, 255)  # transparent canvas = white paper
+    assert to_rgb(Image.new("L", (4, 4), 7)).getpixel((0, 0)) == (7, 7, 7)
+    assert to_rgb(Image.new("CMYK", (4, 4), (0, 0, 0, 0))).getpixel((0, 0)) == (255, 255, 255)
+    palette = Image.new("RGB", (4, 4), (10, 200, 30)).convert("P")
+    assert to_rgb(palette).mode == "RGB"
+    sixteen = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
+    assert to_rgb(sixteen).getpixel((1, 0)) == (255, 255, 255)
+    transparent_palette = Image.new("P", (2, 2), 0)
+    transparent_palette.info["transparency"] = 0
+    assert to_rgb(transparent_palette).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_random_resized_crop_flip_keeps_size():
+    import random
+
+    augment = RandomResizedCropFlip(size=16, rng=random.Random(0))
+    outputs = [augment(Image.new("RGB", (40, 30), (255, 0, 0))) for _ in range(5)]
+    assert all(o.size == (16, 16) and o.mode == "RGB" for o in outputs)
+
+
+def _no_labels(root):
+    root.mkdir()
+    for i in range(4):
+        Image.new("RGB", (8, 8), (i, i, i)).save(root / f"{i}.png")
+    return f"imagefolder:{root}", {}
+
+
+def _one_class(root):
+    write_imagefolder(root, classes=("only",))
+    return f"imagefolder:{root}", {}
+
+
+def _unknown_image_column(root):
+    write_imagefolder(root)
+    return f"imagefolder:{root}", {"image_column": "picture"}
+
+
+def _unknown_label_column(root):
+    write_imagefolder(root)
+    return f"imagefolder:{root}", {"label_column": "category"}
+
+
+def _strict_corrupt(root):
+    write_imagefolder(root, corrupt=1)
+    return f"imagefolder:{root}", {"strict_images": True}
+
+
+def _missing_folder(root):
+    return f"imagefolder:{root / 'nowhere'}", {}
+
+
+def _unknown_split(root):
+    write_imagefolder(root)
+    return f"imagefolder:{root}", {"validation_split": "dev2"}
+
+
+@pytest.mark.parametrize("make, message", [
+    (_no_labels, "Found no label column: looked for label, labels, fine_label"),
+    (_one_class, "a classifier needs at least two"),
+    (_unknown_image_column, "--image_column 'picture' is not a column of the dataset; its columns are"),
+    (_unknown_label_column, "--label_column 'category' is not a column"),
+    (_strict_corrupt, "unreadable image(s) in split 'train'"),
+    (_missing_folder, "is not a directory"),
+    (_unknown_split, "--validation_split 'dev2' is not a split"),
+])
+def test_bad_data_gets_a_clear_message(tmp_path, make, message):
+    dataset, options = make(tmp_path / "data")
+    with pytest.raises(DataError) as error:
+        load_image_classification_data(DataArguments(dataset=dataset, **options))
+    assert message in str(error.value)
+
+
+def test_bad_data_message_reaches_the_command_line(tmp_path):
+    from hf_frozenlm.commands import train
+
+    dataset, _ = _one_class(tmp_path / "data")
+    with pytest.raises(SystemExit) as error:
+        train.main(["--dataset", dataset, "--output_dir", str(tmp_path / "run")])
+    assert "needs at least two" in str(error.value) and "hf-frozenlm train:" in str(error.value)

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("hf_frozenlm.commands.demo", "the Gradio Space app locally: labels and token activation maps"),
     "push": ("hf_frozenlm.commands.push", "publish a trained run to the Hub (model card, remote code; --no-frozen-weights for a slim checkpoint)"),
     "push-space": ("hf_frozenlm.commands.push_space", "upload the Gradio demo in spaces/ as a Space showing a published model"),
+    "ablate": ("hf_frozenlm.commands.ablate", "the paper's controls x seeds under one recipe: CSV, table, paired test, plot, mIoU"),
 }
 
 

@@ -19,7 +19,7 @@ CARD_TEMPLATE = """---
 # {model_name}
 
 An image classifier with a **frozen LLM transformer block** as a visual encoder layer, after
-[{paper}]({paper_url}), built with [hf_frozenlm](https://github.com/) on transformers.
+[{paper}]({paper_url}), built with hf_frozenlm on transformers.
 
 ## How it was built
 

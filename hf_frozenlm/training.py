@@ -76,6 +76,10 @@ class RunArguments:
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Write into an existing, non-empty --output_dir (refused otherwise)."}
     )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "torch threads per process when training on CPU (default: OMP_NUM_THREADS if set, else 1)."},
+    )
 
 
 # -- model ------------------------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def test_default_run_writes_a_complete_run_folder(default_run, smollm2_last_laye
     assert set(metrics) == {"train", "validation", "test"}
     assert 0 <= metrics["test"]["accuracy"] <= 1 and "top5_accuracy" in metrics["test"]
     card = (default_run / "README.md").read_text()
-    assert "model-index" in card and "trust_remote_code=True" in card and "SmolLM2" in card or "smollm2" in card
+    assert "model-index" in card and "trust_remote_code=True" in card and "smollm2-135m" in card
+    assert "value: " in card.split("model-index")[1]  # the test metrics are in the metadata
     run_config = json.loads((default_run / "run_config.json").read_text())
     assert run_config["command"].startswith("hf-frozenlm train --output_dir")
     assert run_config["training"]["lr_scheduler_type"] == "cosine" and run_config["model"]["variant"] == "llm"

@@ -3,8 +3,9 @@
 Two measurements per thread count, each the median and p90 over the example digits and a sketch:
   in-process  open/frame the image + processor + one forward with the map hooks + the four overlay tiles
               (app.LoadedModel.classify, what the event handler runs);
-  HTTP        a gradio_client call to the app served on 127.0.0.1: the above plus the queue, uploading the
-              file and encoding and downloading the tiles (what a user waits for, minus the network).
+  HTTP        a gradio_client call to the app served on 127.0.0.1: the above plus uploading the file, the
+              queue and encoding the tiles; "+ tiles" also downloads the four tiles, which the client does
+              one after another (a browser fetches them in parallel).
 A third row, "gradio floor", is the HTTP time of a no-op app (image in, fixed label out) on the same machine:
 the part of the HTTP time that is gradio and its client rather than this app.
 
@@ -77,7 +78,8 @@ def main() -> int:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+    fetching_client = Client(f"http://127.0.0.1:{port}/", verbose=False)
 
     print(machine_line())
     print(f"model: {model_dir} ({what}); {loaded.description}")
@@ -89,22 +91,23 @@ def main() -> int:
             client.predict(handle_file(str(path)), api_name="/predict")
         for label, prepare, call in (
             ("example digit", lambda i: app.open_upload(str(examples[i % len(examples)])),
-             lambda i: client.predict(handle_file(str(examples[i % len(examples)])), api_name="/predict")),
+             lambda c, i: c.predict(handle_file(str(examples[i % len(examples)])), api_name="/predict")),
             ("sketch 600x600", lambda i: app.sketch_to_image({"composite": str(sketch_path)}),
-             lambda i: client.predict({"background": None, "layers": [], "composite": handle_file(str(sketch_path))},
-                                      api_name="/predict_sketch")),
+             lambda c, i: c.predict({"background": None, "layers": [], "composite": handle_file(str(sketch_path))},
+                                    api_name="/predict_sketch")),
         ):
-            in_process, http = [], []
+            in_process, http, http_tiles = [], [], []
             for i in range(args.repeats):
                 start = time.perf_counter()
                 loaded.classify(prepare(i))
                 in_process.append((time.perf_counter() - start) * 1000)
-            for i in range(args.repeats):
-                start = time.perf_counter()
-                call(i)
-                http.append((time.perf_counter() - start) * 1000)
+            for times, each_client in ((http, client), (http_tiles, fetching_client)):
+                for i in range(args.repeats):
+                    start = time.perf_counter()
+                    call(each_client, i)
+                    times.append((time.perf_counter() - start) * 1000)
             rows.append([threads, label, median(in_process), percentile(in_process, 90), median(http),
-                         percentile(http, 90)])
+                         percentile(http, 90), median(http_tiles)])
     demo.close()
 
     import gradio as gr
@@ -121,8 +124,9 @@ def main() -> int:
         floor_client.predict(handle_file(str(examples[i % len(examples)])), api_name="/predict")
         times.append((time.perf_counter() - start) * 1000)
     floor.close()
-    rows.append(["-", "gradio floor (no-op app)", None, None, median(times[2:]), percentile(times[2:], 90)])
-    print(markdown_table(["threads", "input", "in-process median ms", "p90 ms", "HTTP median ms", "p90 ms"], rows))
+    rows.append(["-", "gradio floor (no-op app)", None, None, median(times[2:]), percentile(times[2:], 90), None])
+    print(markdown_table(["threads", "input", "in-process median ms", "p90 ms", "HTTP median ms", "p90 ms",
+                          "HTTP + tiles median ms"], rows))
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 try:  # on the Space: the copy push-space put beside this file
@@ -39,6 +39,8 @@ MAX_INPUT_PIXELS = 64_000_000
 WORKING_SIDE = 512
 OVERLAY_SIDE = 192  # heatmap tiles, in pixels
 INK_THRESHOLD = 245  # a sketch pixel darker than this (0-255, on white) counts as ink
+SKETCH_SIDE = 64  # a framed sketch's side in pixels, as the example digits
+STROKE_WIDENING = 7  # window of the minimum filter that widens sketch strokes at SKETCH_SIDE
 STAGE_TITLES = {"trunk": "trunk output", "block": "after block"}  # short: gallery captions are one line
 
 
@@ -94,10 +96,12 @@ def open_upload(path: str | None) -> Image.Image:
 
 
 def sketch_to_image(value) -> Image.Image:
-    """A Sketchpad value -> RGB ink on white, cropped to the drawing and centred in a square with a margin.
+    """A Sketchpad value -> a 64 px RGB image of the drawing, framed and inked like the digit scans.
 
-    The default model learned from scanned digits that fill most of their box; a small digit in a corner of
-    a large canvas would reach it as a few grey pixels. Framing the drawing like a scan fixes that.
+    The default model learned from scans whose digit fills most of the box, with strokes about a sixth of
+    the box wide. A digit drawn small in a corner, or with a pen stroke that is thin next to the drawing,
+    would reach it as a few light-grey pixels (a drawn 1 and 7 were read as 2). So the drawing is cropped,
+    centred in a square with a margin, and its strokes widened; that made every test sketch read correctly.
     """
     composite = value.get("composite") if isinstance(value, dict) else value
     if composite is None:
@@ -114,8 +118,8 @@ def sketch_to_image(value) -> Image.Image:
     side = int(max(bottom - top, right - left) * 1.25) + 2  # the scans keep about a tenth of margin per side
     square = Image.new("RGB", (side, side), (255, 255, 255))
     square.paste(image.crop((left, top, right, bottom)), ((side - (right - left)) // 2, (side - (bottom - top)) // 2))
-    square.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
-    return square
+    square = square.resize((SKETCH_SIDE, SKETCH_SIDE), Image.Resampling.BOX)
+    return square.filter(ImageFilter.MinFilter(STROKE_WIDENING))  # the darkest pixel nearby: wider ink
 
 
 # -- heatmap tiles -------------------------------------------------------------------------------------------
@@ -268,7 +272,8 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
                 with gr.Row():
                     with gr.Column():
                         labels = gr.Label(num_top_classes=5, label="Top 5 (frozen-LLM model)")
-                        tiles = gr.Gallery(label="Token activation maps", columns=2, height="auto",
+                        # Four tiles in a row alone; two by two when the baseline shares the width.
+                        tiles = gr.Gallery(label="Token activation maps", columns=2 if baseline else 4, height="auto",
                                            object_fit="contain", allow_preview=False)
                     with gr.Column(visible=baseline is not None):
                         base_labels = gr.Label(num_top_classes=5, label="Top 5 (baseline)")
@@ -320,6 +325,7 @@ def configure_torch() -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests, one line each
     configure_torch()
     model_id = os.environ.get("MODEL_ID") or model_id_from_readme()
     if not model_id:

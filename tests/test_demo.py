@@ -136,6 +136,18 @@ def test_grey_rgba_and_huge_images_give_the_rgb_result(served, tmp_path):
         assert labels["label"] == reference["label"], name
 
 
+def test_a_small_thin_sketch_is_framed_and_inked_like_a_scan():
+    canvas = np.zeros((600, 600, 4), np.uint8)
+    canvas[40:160, 500:504] = (0, 0, 0, 255)  # a short, thin "1" in a corner of a large canvas
+    image = app.sketch_to_image({"composite": canvas})
+    assert image.size == (app.SKETCH_SIDE, app.SKETCH_SIDE) and image.mode == "RGB"
+    ink = np.asarray(image.convert("L")) < 128
+    rows, cols = np.nonzero(ink)
+    assert rows.max() - rows.min() + 1 >= 0.75 * app.SKETCH_SIDE  # fills the box's height, like the scans
+    assert abs((cols.min() + cols.max()) / 2 - app.SKETCH_SIDE / 2) <= 2  # centred
+    assert cols.max() - cols.min() + 1 >= 6  # a 4 px line on 600 px became a stroke the 8 px model can see
+
+
 @pytest.mark.parametrize("case, message", [
     ("no image", "No image yet"),
     ("empty sketch", "The sketch is empty"),

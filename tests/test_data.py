@@ -132,3 +132,36 @@ def test_bad_data_message_reaches_the_command_line(tmp_path):
     with pytest.raises(SystemExit) as error:
         train.main(["--dataset", dataset, "--output_dir", str(tmp_path / "run")])
     assert "needs at least two" in str(error.value) and "hf-frozenlm train:" in str(error.value)
+
+
+def test_hub_style_dataset_columns_splits_and_string_labels(tmp_path):
+    """A dataset repository layout (parquet per split), loaded through the same path as a Hub name."""
+    import datasets
+
+    rng = np.random.default_rng(0)
+
+    def images(n):
+        return [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(n)]
+
+    features = datasets.Features({"img": datasets.Image(), "fine_label": datasets.ClassLabel(names=["apple", "pear"]),
+                                  "extra": datasets.Value("int64")})
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    for split, n in (("train", 20), ("test", 6)):
+        datasets.Dataset.from_dict({"img": images(n), "fine_label": [i % 2 for i in range(n)], "extra": list(range(n))},
+                                   features=features).to_parquet(str(repo / "data" / f"{split}-00000-of-00001.parquet"))
+    data = load_image_classification_data(DataArguments(dataset=str(repo), validation_fraction=0.25))
+    assert data.id2label == {0: "apple", 1: "pear"}
+    assert {k: len(v) for k, v in data.splits.items()} == {"train": 15, "validation": 5, "test": 6}
+    assert data.splits["train"].column_names == ["image", "label"]
+
+    # String labels (e.g. from a metadata file) become a ClassLabel with sorted names.
+    strings = tmp_path / "strings"
+    (strings / "data").mkdir(parents=True)
+    plain = datasets.Features({"image": datasets.Image(), "species": datasets.Value("string")})
+    datasets.Dataset.from_dict({"image": images(12), "species": ["owl", "crow", "wren"] * 4}, features=plain).to_parquet(
+        str(strings / "data" / "train-00000-of-00001.parquet"))
+    data = load_image_classification_data(DataArguments(dataset=str(strings), label_column="species",
+                                                        validation_fraction=0.25, test_fraction=0.25))
+    assert data.id2label == {0: "crow", 1: "owl", 2: "wren"}
+    assert sum(len(s) for s in data.splits.values()) == 12

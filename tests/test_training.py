@@ -80,8 +80,10 @@ def test_evaluate_and_predict_commands(default_run, tmp_path, capsys):
     assert "accuracy:" in capsys.readouterr().out
     image = tmp_path / "sketch.png"
     Image.new("RGBA", (40, 40), (0, 0, 0, 0)).save(image)  # a transparent canvas: read as white paper
-    assert predict_command.main(["--model", str(default_run), str(image), "--top_k", "3", "--json"]) == 0
-    (prediction,) = json.loads(capsys.readouterr().out)
+    photo = tmp_path / "photo.jpg"
+    Image.new("RGB", (30, 20), (200, 180, 160)).save(photo)
+    assert predict_command.main(["--model", str(default_run), str(image), str(photo), "--top_k", "3", "--json"]) == 0
+    prediction, _ = json.loads(capsys.readouterr().out)
     assert prediction["image"] == str(image) and len(prediction["predictions"]) == 3
     assert {p["label"] for p in prediction["predictions"]} <= {str(d) for d in range(10)}
 

@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
         try:
             with Image.open(path) as image:
                 # Same conversion as training: transparent pixels become white paper.
-                images.append(to_rgb(image))
+                # .copy() reads the pixels before the file closes (to_rgb returns RGB images as they are).
+                images.append(to_rgb(image).copy())
         except (OSError, UnidentifiedImageError) as error:
             print(f"hf-frozenlm predict: cannot read {path}: {error}", file=sys.stderr)
             return 2

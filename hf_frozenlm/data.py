@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 
@@ -111,8 +112,6 @@ def load_raw_dataset(args: DataArguments):
 
     if args.dataset.startswith("imagefolder:"):
         path = args.dataset.split(":", 1)[1]
-        import os
-
         if not os.path.isdir(path):
             raise DataError(f"--dataset {args.dataset}: {path!r} is not a directory.")
         # Decoding is deferred (decode=False below) so that corrupt files can be counted instead of crashing.
@@ -181,6 +180,15 @@ def _open_image(value) -> Image.Image:
     return image
 
 
+def _image_error(value) -> str | None:
+    """None when the image decodes fully, else why not."""
+    try:
+        _open_image(value)
+        return None
+    except Exception as error:  # PIL raises several types for corrupt or truncated files
+        return f"{type(error).__name__}: {error}"
+
+
 def drop_unreadable_images(splits, image_column: str, strict: bool):
     """Remove rows whose image cannot be decoded; count them (or fail with `--strict_images`)."""
     import datasets
@@ -193,13 +201,15 @@ def drop_unreadable_images(splits, image_column: str, strict: bool):
             cleaned[split_name] = split
             continue
         raw = split.cast_column(image_column, datasets.Image(decode=False))
-        bad = []
-        for index, value in enumerate(raw[image_column]):
-            try:
-                _open_image(value)
-            except Exception as error:  # PIL raises several types for corrupt files
-                where = (value or {}).get("path") or f"row {index}"
-                bad.append((index, where, error))
+        # A batched map: parallel on large datasets, and cached by datasets for file-backed ones, so the decode
+        # pass runs once (on the main process first under torchrun) rather than on every start and every rank.
+        flags = raw.map(
+            lambda batch: {"_image_error": [_image_error(value) for value in batch[image_column]]},
+            batched=True, batch_size=256, num_proc=min(8, os.cpu_count() or 1) if len(raw) > 20000 else None,
+            remove_columns=raw.column_names, desc=f"checking {split_name} images",
+        )["_image_error"]
+        bad = [(index, (raw[index][image_column] or {}).get("path") or f"row {index}", error)
+               for index, error in enumerate(flags) if error]
         if bad:
             if strict:
                 listing = "; ".join(f"{where}: {error}" for _, where, error in bad[:5])
@@ -282,8 +292,6 @@ def load_image_classification_data(args: DataArguments) -> ImageClassificationDa
 
 def _explain_missing_imagefolder_labels(path: str) -> None:
     """datasets' imagefolder adds no label column for a single class folder: say so instead of 'no label column'."""
-    import os
-
     folders = sorted(entry.name for entry in os.scandir(path) if entry.is_dir() and not entry.name.startswith("."))
     if len(folders) == 1:
         raise DataError(

@@ -319,11 +319,16 @@ def attention_maps(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, to
 # -- the localisation score --------------------------------------------------------------------------------
 @dataclass
 class PseudoMaskIoU:
-    """Per-image IoU at each image's best threshold, those thresholds, and their mean (the mIoU)."""
+    """Per-image IoU at each image's best threshold, those thresholds, and their mean (the mIoU).
+
+    An image whose object covers no token of the grid cannot be scored: its IoU and threshold are NaN and
+    it is left out of the mean (`scored` counts the images that were not).
+    """
 
     per_image: np.ndarray  # (N,)
     best_threshold: np.ndarray  # (N,)
     mean: float
+    scored: int
 
 
 def masks_to_grid(masks, grid_shape: tuple[int, int]) -> torch.Tensor:
@@ -344,8 +349,9 @@ def pseudo_mask_iou(maps, masks, thresholds=DEFAULT_THRESHOLDS) -> PseudoMaskIoU
     """The paper's protocol: pseudo-mask = map > t for each t; keep each image's best t; IoU over tokens.
 
     maps: (N, H, W) in [0, 1]. masks: (N, h, w) at any resolution; resized to (H, W) by `masks_to_grid`.
-    When the ground truth and the pseudo-mask are both empty the IoU is 1 (they agree); ties between
-    thresholds keep the lowest one.
+    Ties between thresholds keep the lowest one. Images whose mask covers no token are not scored (NaN):
+    a min-max scaled map always marks some token, so they would count as failures of the map when the
+    grid is simply too coarse for the object.
     """
     maps = torch.as_tensor(np.asarray(maps)) if not isinstance(maps, torch.Tensor) else maps
     maps = maps.float().cpu()
@@ -359,25 +365,30 @@ def pseudo_mask_iou(maps, masks, thresholds=DEFAULT_THRESHOLDS) -> PseudoMaskIoU
     truth = truth[None]
     intersection = (predicted & truth).flatten(2).sum(-1).float()  # (K, N)
     union = (predicted | truth).flatten(2).sum(-1).float()
-    iou = torch.where(union > 0, intersection / union.clamp(min=1), torch.ones_like(union))
+    iou = intersection / union.clamp(min=1)
     best = iou.argmax(dim=0)  # first maximum = lowest threshold among ties
-    per_image = iou.gather(0, best[None])[0].numpy()
-    return PseudoMaskIoU(per_image=per_image, best_threshold=thresholds[best].numpy(), mean=float(per_image.mean()))
+    per_image = iou.gather(0, best[None])[0].double().numpy()
+    best_threshold = thresholds[best].double().numpy()
+    unscorable = ~truth[0].flatten(1).any(dim=1).numpy()
+    per_image[unscorable] = np.nan
+    best_threshold[unscorable] = np.nan
+    scored = int((~unscorable).sum())
+    mean = float(np.nanmean(per_image)) if scored else float("nan")
+    return PseudoMaskIoU(per_image=per_image, best_threshold=best_threshold, mean=mean, scored=scored)
 
 
 # -- tables and pictures -----------------------------------------------------------------------------------
 def miou_rows(label: str, activation_maps: dict[str, dict[str, torch.Tensor]],
               cls_attention: dict[str, torch.Tensor], masks, thresholds=DEFAULT_THRESHOLDS) -> list[dict]:
-    """Rows (model, stage, kind, miou, images) for one model: every stage x kind, then CLS attention."""
+    """Rows (model, stage, kind, miou, images scored) for one model: every stage x kind, then CLS attention."""
     rows = []
     for kind, by_stage in activation_maps.items():
         for stage, maps in by_stage.items():
             score = pseudo_mask_iou(maps, masks, thresholds)
-            rows.append(dict(model=label, stage=stage, kind=kind, miou=score.mean, images=len(score.per_image)))
+            rows.append(dict(model=label, stage=stage, kind=kind, miou=score.mean, images=score.scored))
     for name, maps in cls_attention.items():
         score = pseudo_mask_iou(maps, masks, thresholds)
-        rows.append(dict(model=label, stage=f"{name}_cls", kind="attention", miou=score.mean,
-                         images=len(score.per_image)))
+        rows.append(dict(model=label, stage=f"{name}_cls", kind="attention", miou=score.mean, images=score.scored))
     return rows
 
 
@@ -390,7 +401,7 @@ def write_miou_table(rows: list[dict], csv_path, markdown_path) -> str:
         writer.writeheader()
         for row in rows:
             writer.writerow({**row, "miou": f"{row['miou']:.4f}"})
-    lines = ["| model | stage | kind | mIoU | images |", "|---|---|---|---:|---:|"]
+    lines = ["| model | stage | kind | mIoU | images scored |", "|---|---|---|---:|---:|"]
     lines += [f"| {r['model']} | {r['stage']} | {r['kind']} | {r['miou']:.3f} | {r['images']} |" for r in rows]
     markdown = "\n".join(lines) + "\n"
     with open(markdown_path, "w", encoding="utf-8") as handle:

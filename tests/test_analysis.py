@@ -111,6 +111,17 @@ def test_best_threshold_is_chosen_per_image():
     assert only_high.best_threshold[0] == pytest.approx(0.1)
 
 
+def test_images_whose_mask_misses_the_grid_are_not_scored():
+    masks = np.zeros((2, 8, 8), dtype=bool)
+    masks[0, :4, :4] = True
+    masks[1, 0, 0] = True  # one pixel: under half of its 2x2 token, so no token is object
+    maps = np.zeros((2, 4, 4), dtype=np.float32)
+    maps[:, :2, :2] = 1.0
+    result = pseudo_mask_iou(maps, masks)
+    assert result.per_image[0] == 1.0 and np.isnan(result.per_image[1]) and np.isnan(result.best_threshold[1])
+    assert result.scored == 1 and result.mean == 1.0
+
+
 def test_iou_matches_a_brute_force_search():
     rng = np.random.default_rng(0)
     maps = rng.uniform(0, 1, (5, 8, 8)).astype(np.float32)
@@ -247,12 +258,12 @@ def test_analyze_command_writes_grids_and_tables(tiny_digits_model, tmp_path):
     by_model = {}
     for row in rows:
         by_model.setdefault(row["model"], set()).add((row["stage"], row["kind"]))
-        assert 0.0 <= float(row["miou"]) <= 1.0 and row["images"] == "8"
+        assert 0.0 <= float(row["miou"]) <= 1.0 and 0 < int(row["images"]) <= 8
     assert by_model["baseline (none)"] == {("trunk", "magnitude"), ("trunk", "frequency"), ("trunk_cls", "attention")}
     assert by_model["model (llm)"] == {(s, k) for s in STAGES for k in ("magnitude", "frequency")} | {
         ("trunk_cls", "attention"), ("llm_cls", "attention")}
     assert by_model["input pixels (no model)"] == {("patches", "magnitude"), ("patches", "frequency")}
-    assert (out / "miou.md").read_text().startswith("| model | stage | kind | mIoU | images |")
+    assert (out / "miou.md").read_text().startswith("| model | stage | kind | mIoU | images scored |")
 
     # Plain images: maps only, no table.
     images_dir = tmp_path / "images"

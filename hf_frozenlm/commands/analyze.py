@@ -181,7 +181,9 @@ def main(argv: list[str]) -> int:
             rows += miou_rows(label, activations, attention, masks)
         markdown = write_miou_table(rows, out / "miou.csv", out / "miou.md")
         print(markdown, end="")
-        print(f"[analyze] wrote {out / 'miou.csv'} and {out / 'miou.md'} ({len(images)} images)")
+        scored = rows[0]["images"]
+        print(f"[analyze] wrote {out / 'miou.csv'} and {out / 'miou.md'} ({scored} of {len(images)} images scored; "
+              "the others' masks cover no token of the grid)")
     return 0
 
 

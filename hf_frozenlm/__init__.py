@@ -3,16 +3,22 @@
 Importing the package registers every model with the Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForVisualQuestionAnswering
 
 from .modeling import (
     LLM_ARCHITECTURES,
+    VILT_PRESETS,
     VIT_PRESETS,
+    AutoModelForImageTextRetrieval,
     FrozenLMBlock,
     FrozenLMConfig,
     LLMCheckpointError,
     LLMChecksumError,
     LLMSourceNotFoundError,
+    ViltLlamaConfig,
+    ViltLlamaForImageAndTextRetrieval,
+    ViltLlamaForQuestionAnswering,
+    ViltLlamaModel,
     ViTLlamaConfig,
     ViTLlamaForImageClassification,
     ViTLlamaModel,
@@ -25,15 +31,25 @@ __version__ = "0.1.0"
 AutoConfig.register(ViTLlamaConfig.model_type, ViTLlamaConfig, exist_ok=True)
 AutoModel.register(ViTLlamaConfig, ViTLlamaModel, exist_ok=True)
 AutoModelForImageClassification.register(ViTLlamaConfig, ViTLlamaForImageClassification, exist_ok=True)
+AutoConfig.register(ViltLlamaConfig.model_type, ViltLlamaConfig, exist_ok=True)
+AutoModel.register(ViltLlamaConfig, ViltLlamaModel, exist_ok=True)
+AutoModelForVisualQuestionAnswering.register(ViltLlamaConfig, ViltLlamaForQuestionAnswering, exist_ok=True)
+AutoModelForImageTextRetrieval.register(ViltLlamaConfig, ViltLlamaForImageAndTextRetrieval, exist_ok=True)
 
 __all__ = [
     "LLM_ARCHITECTURES",
+    "VILT_PRESETS",
     "VIT_PRESETS",
+    "AutoModelForImageTextRetrieval",
     "FrozenLMBlock",
     "FrozenLMConfig",
     "LLMCheckpointError",
     "LLMChecksumError",
     "LLMSourceNotFoundError",
+    "ViltLlamaConfig",
+    "ViltLlamaForImageAndTextRetrieval",
+    "ViltLlamaForQuestionAnswering",
+    "ViltLlamaModel",
     "ViTLlamaConfig",
     "ViTLlamaForImageClassification",
     "ViTLlamaModel",

@@ -5,6 +5,7 @@ copies them into every saved model, where they run without hf_frozenlm installed
 """
 
 from .configuration_frozenlm import FrozenLMConfig
+from .configuration_vilt_llama import ViltLlamaConfig
 from .configuration_vit_llama import ViTLlamaConfig
 from .frozenlm_block import LLM_ARCHITECTURES, FrozenLMBlock, FrozenLMPreTrainedModel
 from .frozenlm_loading import (
@@ -14,17 +15,32 @@ from .frozenlm_loading import (
     load_llm_config,
     load_llm_layers,
 )
+from .modeling_vilt_llama import (
+    VILT_PRESETS,
+    AutoModelForImageTextRetrieval,
+    ViltLlamaForImageAndTextRetrieval,
+    ViltLlamaForQuestionAnswering,
+    ViltLlamaModel,
+    ViltLlamaPreTrainedModel,
+)
 from .modeling_vit_llama import VIT_PRESETS, ViTLlamaForImageClassification, ViTLlamaModel, ViTLlamaPreTrainedModel
 
 __all__ = [
     "LLM_ARCHITECTURES",
+    "VILT_PRESETS",
     "VIT_PRESETS",
+    "AutoModelForImageTextRetrieval",
     "FrozenLMBlock",
     "FrozenLMConfig",
     "FrozenLMPreTrainedModel",
     "LLMCheckpointError",
     "LLMChecksumError",
     "LLMSourceNotFoundError",
+    "ViltLlamaConfig",
+    "ViltLlamaForImageAndTextRetrieval",
+    "ViltLlamaForQuestionAnswering",
+    "ViltLlamaModel",
+    "ViltLlamaPreTrainedModel",
     "ViTLlamaConfig",
     "ViTLlamaForImageClassification",
     "ViTLlamaModel",

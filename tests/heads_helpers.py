@@ -1,0 +1,70 @@
+"""Helpers shared by the motion, ViLT and scene-QA head tests: tiny LLMs, freezing checks, remote-code loads."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import torch
+from transformers import LlamaConfig
+
+
+def tiny_llama(**overrides) -> LlamaConfig:
+    """A 2-layer random LLaMA small enough for CPU tests (the block takes its last layer by default)."""
+    fields = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  num_hidden_layers=2, vocab_size=16)
+    fields.update(overrides)
+    return LlamaConfig(**fields)
+
+
+def llm_tensors(model):
+    return {name: p.detach().clone() for name, p in model.named_parameters() if "frozen_lm.layers." in name}
+
+
+def assert_llm_frozen(model):
+    names = [name for name, p in model.named_parameters() if "frozen_lm.layers." in name]
+    assert names, "the model has no LLM layers"
+    assert not any(p.requires_grad for name, p in model.named_parameters() if name in names)
+    assert any(p.requires_grad for name, p in model.named_parameters() if "proj_in" in name)
+
+
+def train_steps(model, batches, lr=1e-2):
+    """A few optimiser steps over every trainable parameter; returns the model in eval mode."""
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for batch in batches:
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+REMOTE_PREAMBLE = textwrap.dedent(
+    """
+    import sys
+    sys.modules["hf_frozenlm"] = None  # hf_frozenlm must not be importable: only the saved code may run
+    import torch
+    from transformers import AutoConfig, AutoModel
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+    folder, inputs_path, out_path = sys.argv[1:4]
+    inputs = torch.load(inputs_path)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
+
+    def head_class(auto_name):
+        # An Auto class transformers does not define: resolve the class its auto_map names, from the saved code.
+        return get_class_from_dynamic_module(config.auto_map[auto_name], folder)
+    """
+)
+
+
+def run_remote(script: str, folder, inputs: dict, tmp_path) -> dict:
+    """Run REMOTE_PREAMBLE + `script` in a fresh offline process; the script saves a dict to `out_path`."""
+    torch.save(inputs, tmp_path / "inputs.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    subprocess.run(
+        [sys.executable, "-c", REMOTE_PREAMBLE + textwrap.dedent(script), str(folder), str(tmp_path / "inputs.pt"),
+         str(tmp_path / "out.pt")],
+        check=True, env=env, cwd=tmp_path,
+    )
+    return torch.load(tmp_path / "out.pt")

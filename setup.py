@@ -33,8 +33,11 @@ setup(
     ],
     extras_require={
         "demo": ["gradio==6.31.0"],
-        "all": ["gradio==6.31.0"],
-        "test": ["pytest>=8", "pytest-timeout>=2", "selenium>=4.20"],
+        # PyAV decodes video files (data and pipeline("video-classification")); h5py reads ModelNet40/ScanObjectNN.
+        "video": ["av>=12"],
+        "points": ["h5py>=3"],
+        "all": ["gradio==6.31.0", "av>=12", "h5py>=3"],
+        "test": ["pytest>=8", "pytest-timeout>=2", "selenium>=4.20", "av>=12", "h5py>=3"],
     },
     entry_points={"console_scripts": ["hf-frozenlm=hf_frozenlm.cli:main"]},
 )

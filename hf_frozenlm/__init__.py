@@ -3,18 +3,33 @@
 Importing the package registers every model with the Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, AutoModelForVisualQuestionAnswering
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForVideoClassification,
+    AutoModelForVisualQuestionAnswering,
+)
 
 from .modeling import (
     LLM_ARCHITECTURES,
+    POINTBERT_PRESETS,
+    VIDEOMAE_PRESETS,
     VILT_PRESETS,
     VIT_PRESETS,
     AutoModelForImageTextRetrieval,
+    AutoModelForPointCloudClassification,
     FrozenLMBlock,
     FrozenLMConfig,
     LLMCheckpointError,
     LLMChecksumError,
     LLMSourceNotFoundError,
+    PointBertLlamaConfig,
+    PointBertLlamaForPointCloudClassification,
+    PointBertLlamaModel,
+    VideoMAELlamaConfig,
+    VideoMAELlamaForVideoClassification,
+    VideoMAELlamaModel,
     ViltLlamaConfig,
     ViltLlamaForImageAndTextRetrieval,
     ViltLlamaForQuestionAnswering,
@@ -31,6 +46,14 @@ __version__ = "0.1.0"
 AutoConfig.register(ViTLlamaConfig.model_type, ViTLlamaConfig, exist_ok=True)
 AutoModel.register(ViTLlamaConfig, ViTLlamaModel, exist_ok=True)
 AutoModelForImageClassification.register(ViTLlamaConfig, ViTLlamaForImageClassification, exist_ok=True)
+AutoConfig.register(VideoMAELlamaConfig.model_type, VideoMAELlamaConfig, exist_ok=True)
+AutoModel.register(VideoMAELlamaConfig, VideoMAELlamaModel, exist_ok=True)
+AutoModelForVideoClassification.register(VideoMAELlamaConfig, VideoMAELlamaForVideoClassification, exist_ok=True)
+AutoConfig.register(PointBertLlamaConfig.model_type, PointBertLlamaConfig, exist_ok=True)
+AutoModel.register(PointBertLlamaConfig, PointBertLlamaModel, exist_ok=True)
+AutoModelForPointCloudClassification.register(
+    PointBertLlamaConfig, PointBertLlamaForPointCloudClassification, exist_ok=True
+)
 AutoConfig.register(ViltLlamaConfig.model_type, ViltLlamaConfig, exist_ok=True)
 AutoModel.register(ViltLlamaConfig, ViltLlamaModel, exist_ok=True)
 AutoModelForVisualQuestionAnswering.register(ViltLlamaConfig, ViltLlamaForQuestionAnswering, exist_ok=True)
@@ -38,14 +61,23 @@ AutoModelForImageTextRetrieval.register(ViltLlamaConfig, ViltLlamaForImageAndTex
 
 __all__ = [
     "LLM_ARCHITECTURES",
+    "POINTBERT_PRESETS",
+    "VIDEOMAE_PRESETS",
     "VILT_PRESETS",
     "VIT_PRESETS",
     "AutoModelForImageTextRetrieval",
+    "AutoModelForPointCloudClassification",
     "FrozenLMBlock",
     "FrozenLMConfig",
     "LLMCheckpointError",
     "LLMChecksumError",
     "LLMSourceNotFoundError",
+    "PointBertLlamaConfig",
+    "PointBertLlamaForPointCloudClassification",
+    "PointBertLlamaModel",
+    "VideoMAELlamaConfig",
+    "VideoMAELlamaForVideoClassification",
+    "VideoMAELlamaModel",
     "ViltLlamaConfig",
     "ViltLlamaForImageAndTextRetrieval",
     "ViltLlamaForQuestionAnswering",

@@ -5,6 +5,8 @@ copies them into every saved model, where they run without hf_frozenlm installed
 """
 
 from .configuration_frozenlm import FrozenLMConfig
+from .configuration_pointbert_llama import PointBertLlamaConfig
+from .configuration_videomae_llama import VideoMAELlamaConfig
 from .configuration_vilt_llama import ViltLlamaConfig
 from .configuration_vit_llama import ViTLlamaConfig
 from .frozenlm_block import LLM_ARCHITECTURES, FrozenLMBlock, FrozenLMPreTrainedModel
@@ -14,6 +16,20 @@ from .frozenlm_loading import (
     LLMSourceNotFoundError,
     load_llm_config,
     load_llm_layers,
+)
+from .modeling_pointbert_llama import (
+    POINTBERT_PRESETS,
+    AutoModelForPointCloudClassification,
+    PointBertLlamaForPointCloudClassification,
+    PointBertLlamaModel,
+    PointBertLlamaPreTrainedModel,
+    PointCloudClassifierOutput,
+)
+from .modeling_videomae_llama import (
+    VIDEOMAE_PRESETS,
+    VideoMAELlamaForVideoClassification,
+    VideoMAELlamaModel,
+    VideoMAELlamaPreTrainedModel,
 )
 from .modeling_vilt_llama import (
     VILT_PRESETS,
@@ -27,15 +43,27 @@ from .modeling_vit_llama import VIT_PRESETS, ViTLlamaForImageClassification, ViT
 
 __all__ = [
     "LLM_ARCHITECTURES",
+    "POINTBERT_PRESETS",
+    "VIDEOMAE_PRESETS",
     "VILT_PRESETS",
     "VIT_PRESETS",
     "AutoModelForImageTextRetrieval",
+    "AutoModelForPointCloudClassification",
     "FrozenLMBlock",
     "FrozenLMConfig",
     "FrozenLMPreTrainedModel",
     "LLMCheckpointError",
     "LLMChecksumError",
     "LLMSourceNotFoundError",
+    "PointBertLlamaConfig",
+    "PointBertLlamaForPointCloudClassification",
+    "PointBertLlamaModel",
+    "PointBertLlamaPreTrainedModel",
+    "PointCloudClassifierOutput",
+    "VideoMAELlamaConfig",
+    "VideoMAELlamaForVideoClassification",
+    "VideoMAELlamaModel",
+    "VideoMAELlamaPreTrainedModel",
     "ViltLlamaConfig",
     "ViltLlamaForImageAndTextRetrieval",
     "ViltLlamaForQuestionAnswering",

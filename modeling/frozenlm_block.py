@@ -380,8 +380,11 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
         trunk_config, trunk_weights = cls.resolve_trunk(trunk, **(trunk_kwargs or {}))
         if "id2label" in config_kwargs and "num_labels" not in config_kwargs:
             config_kwargs["num_labels"] = len(config_kwargs["id2label"])
+        # A trunk described by a sub-config goes under its key; a trunk whose fields are the config's own (no key,
+        # e.g. Point-BERT, which has no transformers config class) is spread into the config.
+        trunk_fields = {cls.trunk_config_key: trunk_config} if cls.trunk_config_key else dict(trunk_config)
         config = cls.config_class(
-            **{cls.trunk_config_key: trunk_config},
+            **trunk_fields,
             llm_config=llm_config,
             llm_layers=llm_layers,
             variant=variant,

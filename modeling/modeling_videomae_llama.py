@@ -1,0 +1,196 @@
+"""VideoMAE + frozen LLM block (Pang et al., ICLR 2024), as transformers models.
+
+Data flow, as the official video code: tubelet embedding + fixed sin-cos positions -> VideoMAE blocks ->
+FrozenLMBlock (proj_in -> LLM layer(s) -> unit RMSNorm -> proj_out) -> mean over tokens -> fc_norm -> linear.
+
+Hub-portable: imports only torch/transformers and sibling modules.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import VideoMAEConfig, VideoMAEModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.utils import can_return_tuple
+
+from .configuration_videomae_llama import VideoMAELlamaConfig
+from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel
+
+# Presets (VideoMAE fine-tuning sizes): width, heads. Depth 12, MLP ratio 4, 16 frames, tubelet 2, patch 16, 224 px.
+VIDEOMAE_PRESETS = {
+    "videomae-small": dict(hidden_size=384, num_attention_heads=6),
+    "videomae-base": dict(hidden_size=768, num_attention_heads=12),
+}
+
+
+def videomae_preset_config(name: str, **overrides) -> VideoMAEConfig:
+    """A VideoMAEConfig for a named preset; `overrides` (num_frames, image_size, patch_size, tubelet_size,
+    num_hidden_layers, ...) resize it."""
+    if name not in VIDEOMAE_PRESETS:
+        raise ValueError(f"Unknown VideoMAE preset {name!r}; presets: {', '.join(VIDEOMAE_PRESETS)}.")
+    width = VIDEOMAE_PRESETS[name]["hidden_size"]
+    fields = dict(
+        num_hidden_layers=12, intermediate_size=4 * width, image_size=224, patch_size=16, num_frames=16,
+        tubelet_size=2, qkv_bias=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        layer_norm_eps=1e-6, use_mean_pooling=True,
+    )
+    fields.update(VIDEOMAE_PRESETS[name])
+    fields.update(overrides)
+    return VideoMAEConfig(**fields)
+
+
+class VideoMAELlamaPreTrainedModel(FrozenLMPreTrainedModel):
+    config_class = VideoMAELlamaConfig
+    config: VideoMAELlamaConfig
+    base_model_prefix = "videomae_llama"
+    main_input_name = "pixel_values"
+    input_modalities = ("video",)
+    _no_split_modules = ["VideoMAEEmbeddings", "VideoMAELayer", "FrozenLMBlock"]
+    _auto_class = "AutoModelForVideoClassification"
+    auto_map_entries = {
+        "AutoModel": "VideoMAELlamaModel",
+        "AutoModelForVideoClassification": "VideoMAELlamaForVideoClassification",
+    }
+
+    # -- from_parts hooks: how this head resolves and loads its trunk ---------------------------------
+    trunk_config_key = "vision_config"
+
+    @classmethod
+    def resolve_trunk(cls, video, **video_kwargs):
+        """video: a preset name, a VideoMAEConfig, or a Hub id / local dir of a VideoMAE checkpoint.
+
+        Returns (VideoMAEConfig, path to load trunk weights from or None).
+        """
+        if isinstance(video, VideoMAEConfig):
+            config = VideoMAEConfig(**{**video.to_dict(), **video_kwargs}) if video_kwargs else video
+            config.use_mean_pooling = True
+            return config, None
+        if isinstance(video, str) and video in VIDEOMAE_PRESETS:
+            return videomae_preset_config(video, **video_kwargs), None
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(video)
+        except OSError as error:
+            raise ValueError(
+                f"video={video!r} is not a preset ({', '.join(VIDEOMAE_PRESETS)}), a VideoMAEConfig, or a readable "
+                f"VideoMAE checkpoint ({error})."
+            ) from error
+        if config.model_type != "videomae":
+            raise ValueError(f"{video} is a {config.model_type!r} checkpoint; VideoMAELlama needs a VideoMAE trunk.")
+        if video_kwargs:
+            raise ValueError(f"Cannot resize a pretrained VideoMAE checkpoint ({sorted(video_kwargs)}).")
+        # The head mean-pools and applies its own fc_norm (VideoMAE fine-tuning), so the trunk carries no final norm.
+        config.use_mean_pooling = True
+        return config, video
+
+    def load_trunk_weights(self, source) -> None:
+        # VideoMAEModel.from_pretrained strips a classification checkpoint's "videomae." prefix; a pre-training
+        # checkpoint's final norm and decoder are left out, as in VideoMAE fine-tuning.
+        pretrained = VideoMAEModel.from_pretrained(source, use_mean_pooling=True)
+        self.trunk.load_state_dict(pretrained.state_dict())
+
+    @property
+    def trunk(self) -> VideoMAEModel:
+        return self.base_model.videomae
+
+    def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
+        """A clear error for clips the trunk cannot embed (its own errors name neither the frames nor the fix)."""
+        vision = self.config.vision_config
+        size = vision.image_size if isinstance(vision.image_size, (list, tuple)) else (vision.image_size,) * 2
+        expected = (vision.num_frames, vision.num_channels, *size)
+        if pixel_values.ndim != 5 or tuple(pixel_values.shape[1:]) != tuple(expected):
+            raise ValueError(
+                f"pixel_values has shape {tuple(pixel_values.shape)}; this model takes clips of shape (batch, frames, "
+                f"channels, height, width) = (B, {', '.join(map(str, expected))}). Sample {vision.num_frames} frames "
+                f"per clip and resize them to {size[0]}x{size[1]} (the model's video processor does both)."
+            )
+
+
+class VideoMAELlamaModel(VideoMAELlamaPreTrainedModel):
+    """VideoMAE trunk + FrozenLMBlock; returns the tokens and their normalised mean as pooled output."""
+
+    _auto_class = "AutoModel"
+
+    def __init__(self, config: VideoMAELlamaConfig):
+        super().__init__(config)
+        # VideoMAEModel is used as a container of its parts: the frozen block sits after its last layer.
+        self.videomae = VideoMAEModel(config.vision_config)
+        hidden = config.vision_config.hidden_size
+        self.frozen_lm = FrozenLMBlock(config, hidden)
+        # VideoMAE fine-tuning's pooling: the mean token, then fc_norm (PyTorch's default eps, as VideoMAE's).
+        self.fc_norm = nn.LayerNorm(hidden)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.videomae.embeddings.patch_embeddings
+
+    @can_return_tuple
+    def forward(
+        self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        self.check_pixel_values(pixel_values)
+        expected_dtype = self.videomae.embeddings.patch_embeddings.projection.weight.dtype
+        hidden_states = self.videomae.embeddings(pixel_values.to(expected_dtype), None)  # (B, T/t * H/p * W/p, D)
+        all_hidden_states = [hidden_states] if output_hidden_states else None
+        for layer in self.videomae.encoder.layer:
+            hidden_states = layer(hidden_states)
+            if output_hidden_states:
+                all_hidden_states.append(hidden_states)
+        hidden_states = self.frozen_lm(hidden_states)  # (B, N, D)
+        if output_hidden_states:
+            all_hidden_states.append(hidden_states)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=hidden_states,
+            pooler_output=self.fc_norm(hidden_states.mean(dim=1)),  # (B, D)
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+        )
+
+
+class VideoMAELlamaForVideoClassification(VideoMAELlamaPreTrainedModel):
+    """VideoMAELlamaModel + a linear classifier on the pooled clip (single-, multi-label or regression loss)."""
+
+    def __init__(self, config: VideoMAELlamaConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.videomae_llama = VideoMAELlamaModel(config)
+        hidden = config.vision_config.hidden_size
+        self.classifier = nn.Linear(hidden, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    @classmethod
+    def from_parts(cls, video, llm=None, llm_layers=(-1,), variant="llm", **kwargs):
+        """Build from a VideoMAE trunk (preset, VideoMAEConfig, or checkpoint) and an LLM source; see
+        `FrozenLMPreTrainedModel.build_from_parts`.
+
+        llm_layers defaults to the LLM's last layer, as the paper's text and the image and point-cloud code; the
+        official video code used layer 15 of LLaMA-7B's 32 (pass llm_layers=[15] to reproduce it).
+        """
+        return cls.build_from_parts(video, llm, llm_layers=llm_layers, variant=variant, **kwargs)
+
+    def reset_classifier(self, num_labels: int, id2label: dict | None = None) -> None:
+        """Replace the head for a new label set (e.g. fine-tuning a trained model on other classes)."""
+        self.config.num_labels = num_labels
+        self.config.id2label = id2label or {i: str(i) for i in range(num_labels)}
+        self.config.label2id = {v: k for k, v in self.config.id2label.items()}
+        self.num_labels = num_labels
+        self.classifier = nn.Linear(self.config.vision_config.hidden_size, num_labels)
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput:
+        outputs = self.videomae_llama(pixel_values, output_hidden_states=output_hidden_states)
+        logits = self.classifier(outputs.pooler_output)
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
+        return ImageClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

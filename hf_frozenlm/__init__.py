@@ -14,11 +14,14 @@ from transformers import (
 from .modeling import (
     LLM_ARCHITECTURES,
     POINTBERT_PRESETS,
+    VECTORNET_PRESETS,
     VIDEOMAE_PRESETS,
     VILT_PRESETS,
     VIT_PRESETS,
     AutoModelForImageTextRetrieval,
+    AutoModelForMotionForecasting,
     AutoModelForPointCloudClassification,
+    AutoModelForQuestionAnswering3D,
     FrozenLMBlock,
     FrozenLMConfig,
     LLMCheckpointError,
@@ -26,7 +29,12 @@ from .modeling import (
     LLMSourceNotFoundError,
     PointBertLlamaConfig,
     PointBertLlamaForPointCloudClassification,
+    PointBertLlamaForQuestionAnswering,
     PointBertLlamaModel,
+    PointBertLlamaQAConfig,
+    VectorNetLlamaConfig,
+    VectorNetLlamaForMotionForecasting,
+    VectorNetLlamaModel,
     VideoMAELlamaConfig,
     VideoMAELlamaForVideoClassification,
     VideoMAELlamaModel,
@@ -54,19 +62,27 @@ AutoModel.register(PointBertLlamaConfig, PointBertLlamaModel, exist_ok=True)
 AutoModelForPointCloudClassification.register(
     PointBertLlamaConfig, PointBertLlamaForPointCloudClassification, exist_ok=True
 )
+AutoConfig.register(VectorNetLlamaConfig.model_type, VectorNetLlamaConfig, exist_ok=True)
+AutoModel.register(VectorNetLlamaConfig, VectorNetLlamaModel, exist_ok=True)
+AutoModelForMotionForecasting.register(VectorNetLlamaConfig, VectorNetLlamaForMotionForecasting, exist_ok=True)
 AutoConfig.register(ViltLlamaConfig.model_type, ViltLlamaConfig, exist_ok=True)
 AutoModel.register(ViltLlamaConfig, ViltLlamaModel, exist_ok=True)
 AutoModelForVisualQuestionAnswering.register(ViltLlamaConfig, ViltLlamaForQuestionAnswering, exist_ok=True)
 AutoModelForImageTextRetrieval.register(ViltLlamaConfig, ViltLlamaForImageAndTextRetrieval, exist_ok=True)
+AutoConfig.register(PointBertLlamaQAConfig.model_type, PointBertLlamaQAConfig, exist_ok=True)
+AutoModelForQuestionAnswering3D.register(PointBertLlamaQAConfig, PointBertLlamaForQuestionAnswering, exist_ok=True)
 
 __all__ = [
     "LLM_ARCHITECTURES",
     "POINTBERT_PRESETS",
+    "VECTORNET_PRESETS",
     "VIDEOMAE_PRESETS",
     "VILT_PRESETS",
     "VIT_PRESETS",
     "AutoModelForImageTextRetrieval",
+    "AutoModelForMotionForecasting",
     "AutoModelForPointCloudClassification",
+    "AutoModelForQuestionAnswering3D",
     "FrozenLMBlock",
     "FrozenLMConfig",
     "LLMCheckpointError",
@@ -74,7 +90,12 @@ __all__ = [
     "LLMSourceNotFoundError",
     "PointBertLlamaConfig",
     "PointBertLlamaForPointCloudClassification",
+    "PointBertLlamaForQuestionAnswering",
     "PointBertLlamaModel",
+    "PointBertLlamaQAConfig",
+    "VectorNetLlamaConfig",
+    "VectorNetLlamaForMotionForecasting",
+    "VectorNetLlamaModel",
     "VideoMAELlamaConfig",
     "VideoMAELlamaForVideoClassification",
     "VideoMAELlamaModel",

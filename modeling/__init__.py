@@ -6,6 +6,8 @@ copies them into every saved model, where they run without hf_frozenlm installed
 
 from .configuration_frozenlm import FrozenLMConfig
 from .configuration_pointbert_llama import PointBertLlamaConfig
+from .configuration_pointbert_llama_qa import PointBertLlamaQAConfig
+from .configuration_vectornet_llama import VectorNetLlamaConfig
 from .configuration_videomae_llama import VideoMAELlamaConfig
 from .configuration_vilt_llama import ViltLlamaConfig
 from .configuration_vit_llama import ViTLlamaConfig
@@ -24,6 +26,15 @@ from .modeling_pointbert_llama import (
     PointBertLlamaModel,
     PointBertLlamaPreTrainedModel,
     PointCloudClassifierOutput,
+)
+from .modeling_pointbert_llama_qa import AutoModelForQuestionAnswering3D, PointBertLlamaForQuestionAnswering
+from .modeling_vectornet_llama import (
+    VECTORNET_PRESETS,
+    AutoModelForMotionForecasting,
+    MotionForecastingOutput,
+    VectorNetLlamaForMotionForecasting,
+    VectorNetLlamaModel,
+    VectorNetLlamaPreTrainedModel,
 )
 from .modeling_videomae_llama import (
     VIDEOMAE_PRESETS,
@@ -44,22 +55,32 @@ from .modeling_vit_llama import VIT_PRESETS, ViTLlamaForImageClassification, ViT
 __all__ = [
     "LLM_ARCHITECTURES",
     "POINTBERT_PRESETS",
+    "VECTORNET_PRESETS",
     "VIDEOMAE_PRESETS",
     "VILT_PRESETS",
     "VIT_PRESETS",
     "AutoModelForImageTextRetrieval",
+    "AutoModelForMotionForecasting",
     "AutoModelForPointCloudClassification",
+    "AutoModelForQuestionAnswering3D",
     "FrozenLMBlock",
     "FrozenLMConfig",
     "FrozenLMPreTrainedModel",
     "LLMCheckpointError",
     "LLMChecksumError",
     "LLMSourceNotFoundError",
+    "MotionForecastingOutput",
     "PointBertLlamaConfig",
     "PointBertLlamaForPointCloudClassification",
+    "PointBertLlamaForQuestionAnswering",
     "PointBertLlamaModel",
     "PointBertLlamaPreTrainedModel",
+    "PointBertLlamaQAConfig",
     "PointCloudClassifierOutput",
+    "VectorNetLlamaConfig",
+    "VectorNetLlamaForMotionForecasting",
+    "VectorNetLlamaModel",
+    "VectorNetLlamaPreTrainedModel",
     "VideoMAELlamaConfig",
     "VideoMAELlamaForVideoClassification",
     "VideoMAELlamaModel",

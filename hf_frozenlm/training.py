@@ -80,6 +80,13 @@ class RunArguments:
         default=None,
         metadata={"help": "torch threads per process when training on CPU (default: OMP_NUM_THREADS if set, else 1)."},
     )
+    task: str = field(
+        default="image-classification",
+        metadata={"help": "image-classification (ViT), video-classification (VideoMAE; --dataset moving-shapes or "
+                  "videofolder:PATH) or point-cloud-classification (Point-BERT; --dataset shapes3d, pointfolder:PATH "
+                  "or h5:PATH). See hf_frozenlm/tasks.py.",
+                  "choices": ["image-classification", "video-classification", "point-cloud-classification"]},
+    )
 
 
 # -- model ------------------------------------------------------------------------------------------------

@@ -108,6 +108,8 @@ def main(argv: list[str]) -> int:
         logger.setLevel(logging.WARNING)
     if not _given(argv, "output_dir"):
         training_args.output_dir = default_output_dir(model_args, data_args)
+        if run_args.task != "image-classification":
+            training_args.output_dir = os.path.join("runs", run_args.task)
     output_dir = training_args.output_dir
 
     resume = training_args.resume_from_checkpoint
@@ -126,6 +128,11 @@ def main(argv: list[str]) -> int:
         threads = run_args.cpu_threads or int(os.environ.get("OMP_NUM_THREADS") or 1)
         torch.set_num_threads(threads)
     set_seed(training_args.seed)
+    if run_args.task != "image-classification":
+        from ..tasks import run_task
+
+        run_task(run_args.task, model_args, data_args, training_args)
+        return 0
     try:
         with training_args.main_process_first(desc="loading the dataset"):
             data = load_image_classification_data(data_args)

@@ -262,6 +262,7 @@ def test_analyze_command_writes_grids_and_tables(tiny_digits_model, tmp_path):
     assert by_model["baseline (none)"] == {("trunk", "magnitude"), ("trunk", "frequency"), ("trunk_cls", "attention")}
     assert by_model["model (llm)"] == {(s, k) for s in STAGES for k in ("magnitude", "frequency")} | {
         ("trunk_cls", "attention"), ("llm_cls", "attention")}
+    assert by_model["random maps (chance)"] == {("uniform noise", "-")}
     assert by_model["input pixels (no model)"] == {("patches", "magnitude"), ("patches", "frequency")}
     assert (out / "miou.md").read_text().startswith("| model | stage | kind | mIoU | images scored |")
 

@@ -5,8 +5,8 @@
     hf-frozenlm analyze --model runs/digits --images a.png b.png --out analysis/
 
 Writes maps_<kind>.png (one row per image: each model's stage maps and CLS attention overlaid) and, when
-masks are given, miou.csv and miou.md (mIoU per model x stage x kind, plus CLS attention, plus the raw input
-patches as a low-level reference).
+masks are given, miou.csv and miou.md (mIoU per model x stage x kind, plus CLS attention, plus two references:
+uniform random maps and the raw input patches).
 """
 
 from __future__ import annotations
@@ -175,8 +175,12 @@ def main(argv: list[str]) -> int:
         print(f"[analyze] wrote {path}")
 
     if masks is not None:
-        # First row: raw input patches, the low-level reference the features should beat.
-        rows = miou_rows("input pixels (no model)", {kind: {"patches": pixels[kind]} for kind in args.kinds}, {}, masks)
+        # References first: uniform noise (what a map that knows nothing scores under the best-threshold rule)
+        # and the raw input patches (the low-level cue the features should beat).
+        grid_shape = tuple(pixels[args.kinds[0]].shape[1:])
+        noise = torch.rand(len(images), *grid_shape, generator=torch.Generator().manual_seed(0))
+        rows = miou_rows("random maps (chance)", {"-": {"uniform noise": noise}}, {}, masks)
+        rows += miou_rows("input pixels (no model)", {kind: {"patches": pixels[kind]} for kind in args.kinds}, {}, masks)
         for label, activations, attention in results:
             rows += miou_rows(label, activations, attention, masks)
         markdown = write_miou_table(rows, out / "miou.csv", out / "miou.md")

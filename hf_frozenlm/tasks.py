@@ -93,7 +93,9 @@ def _tasks() -> dict[str, TaskSpec]:
     }
 
 
-TASK_NAMES = (IMAGE_TASK, "video-classification", "point-cloud-classification")
+TASK_NAMES = (IMAGE_TASK, "video-classification", "point-cloud-classification",
+              # Heads whose labels are not classes (trajectories, soft answers, matching pairs): tasks_heads.py.
+              "motion-forecasting", "visual-question-answering", "image-text-retrieval", "3d-question-answering")
 
 
 def build_task_model(spec: TaskSpec, model_args, id2label: dict[int, str], builtin: bool):
@@ -140,6 +142,10 @@ def run_task(task: str, model_args, data_args, training_args) -> dict:
     if model_args.mixup or model_args.cutmix or model_args.lora_r or model_args.freeze_vision:
         raise SystemExit(f"hf-frozenlm train --task {task}: --mixup, --cutmix, --lora_r and --freeze_vision are for "
                          "image classification only.")
+    from .tasks_heads import HEAD_TASKS, run_head_task
+
+    if task in HEAD_TASKS:
+        return run_head_task(task, model_args, data_args, training_args)
     spec = _tasks()[task]
     dataset = spec.builtin if data_args.dataset == "digits" else data_args.dataset
     try:

@@ -84,8 +84,13 @@ class RunArguments:
         default="image-classification",
         metadata={"help": "image-classification (ViT), video-classification (VideoMAE; --dataset moving-shapes or "
                   "videofolder:PATH) or point-cloud-classification (Point-BERT; --dataset shapes3d, pointfolder:PATH "
-                  "or h5:PATH). See hf_frozenlm/tasks.py.",
-                  "choices": ["image-classification", "video-classification", "point-cloud-classification"]},
+                  "or h5:PATH), motion-forecasting (VectorNet; road-scenes or argoverse:TRAIN,VAL[,LANES]), "
+                  "visual-question-answering (ViLT; shapes-vqa or vqav2:Q,A,IMAGES), image-text-retrieval (ViLT; "
+                  "shapes-captions or flickr30k:JSON,IMAGES) or 3d-question-answering (Point-BERT; rooms-qa). See "
+                  "hf_frozenlm/tasks.py and tasks_heads.py.",
+                  "choices": ["image-classification", "video-classification", "point-cloud-classification",
+                              "motion-forecasting", "visual-question-answering", "image-text-retrieval",
+                              "3d-question-answering"]},
     )
 
 

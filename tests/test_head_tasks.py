@@ -43,3 +43,18 @@ def test_run_head_task_trains_scores_and_saves(task, tmp_path, monkeypatch):
 def test_unknown_dataset_is_a_clear_error():
     with pytest.raises(SystemExit, match="motion-forecasting takes road-scenes"):
         tasks_heads._motion(ModelArguments(variant="none"), "digits-of-pi", 0)
+
+
+def test_hf_frozenlm_train_dispatches_the_head_tasks(tmp_path, monkeypatch):
+    from transformers import LlamaForCausalLM
+
+    from heads_helpers import tiny_llama
+    from hf_frozenlm.commands.train import main
+
+    monkeypatch.setattr(tasks_heads, "BUILTIN_SIZES", dict.fromkeys(tasks_heads.BUILTIN_SIZES, 30))
+    LlamaForCausalLM(tiny_llama()).save_pretrained(tmp_path / "llm")
+    output = tmp_path / "run"
+    assert main(["--task", "3d-question-answering", "--llm", str(tmp_path / "llm"), "--max_steps", "2",
+                 "--per_device_train_batch_size", "4", "--output_dir", str(output), "--report_to", "none"]) == 0
+    assert json.loads((output / "metrics.json").read_text())["task"] == "3d-question-answering"
+    assert (output / "tokenizer.json").is_file()  # the question tokenizer travels with the model

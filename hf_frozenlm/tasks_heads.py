@@ -176,6 +176,8 @@ def _scene_qa(model_args, dataset: str, seed: int) -> HeadTaskSetup:
                          group_encoder_size=64, position_embedding_size=32, drop_path_rate=0.0,
                          classifier_hidden_size=64, classifier_dropout=0.0)
     trunk, trunk_kwargs = _trunk(model_args, builtin_trunk, None)
+    if trunk_kwargs is None:
+        trunk_kwargs = dict(point_feature_size=3)  # the rooms' points carry RGB colours
     model = PointBertLlamaForQuestionAnswering.from_parts(
         trunk, _llm(model_args), trunk_kwargs=trunk_kwargs, id2label=id2label, question_vocab_size=len(tokenizer),
         **_llm_kwargs(model_args),

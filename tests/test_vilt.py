@@ -178,8 +178,8 @@ def test_metrics_equal_hand_computed_values():
     text_images = [0, 0, 1, 2]
     recall = retrieval_recall_at_k(pair_scores, text_images, ks=(1, 2))
     assert recall["i2t_R@1"] == pytest.approx(2 / 3) and recall["i2t_R@2"] == pytest.approx(2 / 3)
-    # text 0 -> image 1 (0.5) miss; text 1 -> image 0 hit; text 2 -> image 2 (0.9 ties 0? no: 0.9 > 0.8 > 0.3) miss;
-    # text 3 -> image 2 hit. At k=2: text 0 -> images 1, 0: hit; text 2 -> images 2, 0: miss.
+    # Images ranked per text: text 0 -> 1, 0 (hit at k=2); text 1 -> 0 (hit); text 2 -> 2, 0, 1 (its image 1 is
+    # third: miss); text 3 -> 2 (hit).
     assert recall["t2i_R@1"] == pytest.approx(2 / 4) and recall["t2i_R@2"] == pytest.approx(3 / 4)
 
 

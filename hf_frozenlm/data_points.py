@@ -81,8 +81,13 @@ def shape_surface(name: str, count: int, rng: np.random.Generator) -> np.ndarray
     raise ValueError(f"Unknown shape {name!r}; shapes: {', '.join(SHAPES3D_LABELS)}.")
 
 
-def random_rotation(rng: np.random.Generator) -> np.ndarray:
-    """A rotation matrix uniform over SO(3) (QR of a Gaussian matrix with the signs fixed)."""
+def random_rotation(rng: np.random.Generator, upright: bool = True) -> np.ndarray:
+    """A random rotation matrix: about the vertical (z) axis by a uniform angle when `upright` (shapes keep their up
+    axis, as ModelNet40's aligned models), otherwise uniform over SO(3) (QR of a Gaussian matrix, signs fixed)."""
+    if upright:
+        angle = rng.uniform(0, 2 * np.pi)
+        c, s = np.cos(angle), np.sin(angle)
+        return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
     q = q * np.sign(np.diag(r))
     if np.linalg.det(q) < 0:
@@ -97,25 +102,31 @@ def normalize_cloud(points: np.ndarray) -> np.ndarray:
     return points / scale if scale > 0 else points
 
 
-def shapes3d_cloud(label: int, rng: np.random.Generator, num_points: int = 1024, noise: float = 0.01) -> np.ndarray:
+def shapes3d_cloud(
+    label: int, rng: np.random.Generator, num_points: int = 1024, noise: float = 0.01, upright: bool = True
+) -> np.ndarray:
     """One (num_points, 3) float32 cloud of class `label`: surface samples, stretched a little, rotated, noisy."""
     points = shape_surface(SHAPES3D_LABELS[label], num_points, rng)
     points = points * rng.uniform(0.85, 1.15, size=3)  # mild anisotropic scale: shapes vary within a class
-    points = points @ random_rotation(rng).T
+    points = points @ random_rotation(rng, upright).T
     points = normalize_cloud(points) + rng.normal(scale=noise, size=points.shape)
     return points.astype(np.float32)
 
 
 def shapes3d_dataset(
     clouds_per_class: int = 100, num_points: int = 1024, seed: int = 0, validation_fraction: float = 0.1,
-    test_fraction: float = 0.2,
+    test_fraction: float = 0.2, upright: bool = True,
 ):
-    """The builtin 3D-shape set as a seeded, stratified DatasetDict with `points` ((N, 3) float32) and `label`."""
+    """The builtin 3D-shape set as a seeded, stratified DatasetDict with `points` ((N, 3) float32) and `label`.
+
+    upright=True rotates each shape about the vertical axis only, like ModelNet40's aligned models; False rotates
+    uniformly over SO(3), which a small model needs far more data and steps to become invariant to.
+    """
     import datasets
 
     rng = np.random.default_rng(seed)
     labels = [label for label in range(len(SHAPES3D_LABELS)) for _ in range(clouds_per_class)]
-    clouds = np.stack([shapes3d_cloud(label, rng, num_points) for label in labels])  # (M, N, 3)
+    clouds = np.stack([shapes3d_cloud(label, rng, num_points, upright=upright) for label in labels])  # (M, N, 3)
     features = datasets.Features({
         "points": datasets.Array2D(shape=(None, 3), dtype="float32"),
         "label": datasets.ClassLabel(names=list(SHAPES3D_LABELS)),

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.utils import can_return_tuple
@@ -184,8 +185,9 @@ class PointBertLlamaAttention(nn.Module):
         return self.proj(attended.transpose(1, 2).reshape(batch, tokens, width))
 
 
-class PointBertLlamaLayer(nn.Module):
-    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)), each branch with stochastic depth."""
+class PointBertLlamaLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + MLP(LN(x)), each branch with stochastic depth.
+    (GradientCheckpointingLayer: `gradient_checkpointing_enable()` recomputes it in the backward pass.)"""
 
     def __init__(self, config: PointBertLlamaConfig, drop_path_rate: float):
         super().__init__()

@@ -63,9 +63,8 @@ class VideoMAELlamaPreTrainedModel(FrozenLMPreTrainedModel):
         Returns (VideoMAEConfig, path to load trunk weights from or None).
         """
         if isinstance(video, VideoMAEConfig):
-            config = VideoMAEConfig(**{**video.to_dict(), **video_kwargs}) if video_kwargs else video
-            config.use_mean_pooling = True
-            return config, None
+            # A copy: the caller's config is left as it was. The head mean-pools, so the trunk has no final norm.
+            return VideoMAEConfig(**{**video.to_dict(), **video_kwargs, "use_mean_pooling": True}), None
         if isinstance(video, str) and video in VIDEOMAE_PRESETS:
             return videomae_preset_config(video, **video_kwargs), None
         from transformers import AutoConfig

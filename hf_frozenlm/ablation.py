@@ -48,7 +48,7 @@ ARM_BY_NAME = {arm.name: arm for arm in ARMS}
 BASELINE = "none"
 
 # The study's per-run budget, shared by every arm. Shorter than the main job (10 epochs) so that 8 arms x 5 seeds
-# fit in an hour on 2 CPU cores; measured figures are in docs/ablation.md. Any of these can be overridden with the
+# fit in an hour on 2 CPU cores; measured figures are in README.md ("Does it work?"). Any of these can be overridden with the
 # training option of the same name, which then applies to every arm alike.
 STUDY_TRAINING_DEFAULTS = {
     "num_train_epochs": "4",

@@ -18,7 +18,7 @@ from transformers import Trainer
 logger = logging.getLogger(__name__)
 
 # The main job's trunk: 8x8 digits seen as 16 patches of 2x2 pixels (+ CLS). Larger images or patches
-# measured no better on digits and cost more; see docs/training.md.
+# measured no better on digits and cost more; see README.md (Training).
 DIGITS_TRUNK = dict(image_size=8, patch_size=2, num_hidden_layers=2)
 
 

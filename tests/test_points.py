@@ -271,4 +271,4 @@ def test_shapes3d_trains_well_above_chance(tiny_points_model):
     with torch.no_grad():
         accuracy = (model(test["point_values"]).logits.argmax(-1) == test["labels"]).float().mean().item()
     print(f"3D shapes: accuracy {accuracy:.3f}, chance {1 / len(SHAPES3D_LABELS):.3f}")
-    assert accuracy >= 0.7  # measured here: 0.833 (chance 0.167); see docs/video_points.md
+    assert accuracy >= 0.7  # measured here: 0.833 (chance 0.167); see README.md (Video and point clouds)

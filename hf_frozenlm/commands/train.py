@@ -18,7 +18,7 @@ import torch
 logger = logging.getLogger("hf_frozenlm.train")
 
 # The main job's recipe (overridable by the matching TrainingArguments option). Measured on 2 CPU cores:
-# see docs/training.md.
+# see README.md (Training).
 MAIN_JOB_DEFAULTS = dict(
     num_train_epochs=10,
     per_device_train_batch_size=64,

@@ -50,7 +50,7 @@ def layer_states_sha256(layer_states: list[dict[str, torch.Tensor]]) -> str:
         for name in sorted(state):
             tensor = state[name].detach().contiguous().cpu()
             digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # hashes the buffer, no extra copy
     return digest.hexdigest()
 
 
@@ -446,10 +446,12 @@ def _meta_open(folder: str):
             if any(part is None for part in parts):
                 raise LLMCheckpointError(f"{folder}: tensor {key} is missing from a shard.")
             split_dim = _META_SHARD_DIM[meta_name]
-            if split_dim is None:
+            if len(parts) == 1:
+                tensor = parts[0]  # memory-mapped: pages are read once, when the block copies them in
+            elif split_dim is None:
                 if any(not torch.equal(parts[0], part) for part in parts[1:]):
                     raise LLMCheckpointError(f"{folder}: replicated tensor {key} differs between shards.")
-                tensor = parts[0].clone()
+                tensor = parts[0]
             else:
                 tensor = torch.cat(parts, dim=split_dim)
             if meta_name in ("attention.wq.weight", "attention.wk.weight"):

@@ -272,7 +272,7 @@ def markdown_table(rows: list[dict]) -> str:
         if "diff" in entry:
             p = entry["p"]
             diff, wins = _pct(entry["diff"], signed=True), f"{entry['wins'][0]}/{entry['wins'][1]}"
-            p_text = "n/a" if math.isnan(p) else f"{p:.3f}"
+            p_text = "n/a" if math.isnan(p) else ("< 0.001" if p < 0.0005 else f"{p:.3f}")
         else:
             diff, wins, p_text = "—", "—", "—"
         layers = entry["llm_layers"] or "—"

@@ -252,8 +252,7 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
         names = []
         for prefix, module in self.named_modules():
             if isinstance(module, FrozenLMBlock) and hasattr(module, "layers"):
-                own_parameters = getattr(module, "llm_own_parameters", module.layers.parameters)
-                own = {id(parameter) for parameter in own_parameters()}
+                own = {id(parameter) for parameter in module.llm_own_parameters()}
                 names += [
                     f"{prefix}.layers.{name}" if prefix else f"layers.{name}"
                     for name, parameter in module.layers.named_parameters()
@@ -270,7 +269,8 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
             model.load_llm_weights_from_source(
                 llm_source_path, token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir")
             )
-        # from_pretrained re-creates parameters with requires_grad=True: freeze again.
+        # from_pretrained re-creates parameters with requires_grad=True. Its closing eval() already re-freezes them
+        # through FrozenLMBlock.train; this explicit call keeps that true if transformers stops calling eval().
         model.enforce_llm_policy()
         return model
 

@@ -1,111 +1,32 @@
 """hf_frozenlm: frozen LLM transformer blocks as visual encoder layers (Pang et al., ICLR 2024), for transformers.
 
-Importing the package registers every model with the Auto classes.
+Importing the package registers every task model with the Auto classes (transformers' own and, for the tasks it
+has none for, those in `hf_frozenlm.modeling.frozenlm_auto`).
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForImageClassification,
-    AutoModelForVideoClassification,
-    AutoModelForVisualQuestionAnswering,
-)
+import sys
 
-from .modeling import (
-    LLM_ARCHITECTURES,
-    POINTBERT_PRESETS,
-    VECTORNET_PRESETS,
-    VIDEOMAE_PRESETS,
-    VILT_PRESETS,
-    VIT_PRESETS,
-    AutoModelForImageTextRetrieval,
-    AutoModelForMotionForecasting,
-    AutoModelForPointCloudClassification,
-    AutoModelForQuestionAnswering3D,
-    FrozenLMBlock,
-    FrozenLMConfig,
-    LLMCheckpointError,
-    LLMChecksumError,
-    LLMSourceNotFoundError,
-    PointBertLlamaConfig,
-    PointBertLlamaForPointCloudClassification,
-    PointBertLlamaForQuestionAnswering,
-    PointBertLlamaModel,
-    PointBertLlamaQAConfig,
-    VectorNetLlamaConfig,
-    VectorNetLlamaForMotionForecasting,
-    VectorNetLlamaModel,
-    VideoMAELlamaConfig,
-    VideoMAELlamaForVideoClassification,
-    VideoMAELlamaModel,
-    ViltLlamaConfig,
-    ViltLlamaForImageAndTextRetrieval,
-    ViltLlamaForQuestionAnswering,
-    ViltLlamaModel,
-    ViTLlamaConfig,
-    ViTLlamaForImageClassification,
-    ViTLlamaModel,
-    load_llm_config,
-    load_llm_layers,
-)
+import transformers
+from transformers import AutoConfig
 
-__version__ = "0.1.0"
+from .modeling import *  # noqa: F403  (the model classes are the package's public API)
+from .modeling import CUSTOM_AUTO_CLASSES, HEAD_MODELS
+from .modeling import __all__ as _modeling_all
 
-AutoConfig.register(ViTLlamaConfig.model_type, ViTLlamaConfig, exist_ok=True)
-AutoModel.register(ViTLlamaConfig, ViTLlamaModel, exist_ok=True)
-AutoModelForImageClassification.register(ViTLlamaConfig, ViTLlamaForImageClassification, exist_ok=True)
-AutoConfig.register(VideoMAELlamaConfig.model_type, VideoMAELlamaConfig, exist_ok=True)
-AutoModel.register(VideoMAELlamaConfig, VideoMAELlamaModel, exist_ok=True)
-AutoModelForVideoClassification.register(VideoMAELlamaConfig, VideoMAELlamaForVideoClassification, exist_ok=True)
-AutoConfig.register(PointBertLlamaConfig.model_type, PointBertLlamaConfig, exist_ok=True)
-AutoModel.register(PointBertLlamaConfig, PointBertLlamaModel, exist_ok=True)
-AutoModelForPointCloudClassification.register(
-    PointBertLlamaConfig, PointBertLlamaForPointCloudClassification, exist_ok=True
-)
-AutoConfig.register(VectorNetLlamaConfig.model_type, VectorNetLlamaConfig, exist_ok=True)
-AutoModel.register(VectorNetLlamaConfig, VectorNetLlamaModel, exist_ok=True)
-AutoModelForMotionForecasting.register(VectorNetLlamaConfig, VectorNetLlamaForMotionForecasting, exist_ok=True)
-AutoConfig.register(ViltLlamaConfig.model_type, ViltLlamaConfig, exist_ok=True)
-AutoModel.register(ViltLlamaConfig, ViltLlamaModel, exist_ok=True)
-AutoModelForVisualQuestionAnswering.register(ViltLlamaConfig, ViltLlamaForQuestionAnswering, exist_ok=True)
-AutoModelForImageTextRetrieval.register(ViltLlamaConfig, ViltLlamaForImageAndTextRetrieval, exist_ok=True)
-AutoConfig.register(PointBertLlamaQAConfig.model_type, PointBertLlamaQAConfig, exist_ok=True)
-AutoModelForQuestionAnswering3D.register(PointBertLlamaQAConfig, PointBertLlamaForQuestionAnswering, exist_ok=True)
+__version__ = "0.2.0"
 
-__all__ = [
-    "LLM_ARCHITECTURES",
-    "POINTBERT_PRESETS",
-    "VECTORNET_PRESETS",
-    "VIDEOMAE_PRESETS",
-    "VILT_PRESETS",
-    "VIT_PRESETS",
-    "AutoModelForImageTextRetrieval",
-    "AutoModelForMotionForecasting",
-    "AutoModelForPointCloudClassification",
-    "AutoModelForQuestionAnswering3D",
-    "FrozenLMBlock",
-    "FrozenLMConfig",
-    "LLMCheckpointError",
-    "LLMChecksumError",
-    "LLMSourceNotFoundError",
-    "PointBertLlamaConfig",
-    "PointBertLlamaForPointCloudClassification",
-    "PointBertLlamaForQuestionAnswering",
-    "PointBertLlamaModel",
-    "PointBertLlamaQAConfig",
-    "VectorNetLlamaConfig",
-    "VectorNetLlamaForMotionForecasting",
-    "VectorNetLlamaModel",
-    "VideoMAELlamaConfig",
-    "VideoMAELlamaForVideoClassification",
-    "VideoMAELlamaModel",
-    "ViltLlamaConfig",
-    "ViltLlamaForImageAndTextRetrieval",
-    "ViltLlamaForQuestionAnswering",
-    "ViltLlamaModel",
-    "ViTLlamaConfig",
-    "ViTLlamaForImageClassification",
-    "ViTLlamaModel",
-    "load_llm_config",
-    "load_llm_layers",
-]
+
+def _register_auto_classes() -> None:
+    """Each head's config with AutoConfig, and each of its `auto_map_entries` with that Auto class: in this process
+    the Auto classes then load saved folders with the package's classes, exactly as remote code does elsewhere."""
+    for head in HEAD_MODELS:
+        config_class = head.config_class
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        for auto_name, class_name in head.auto_map_entries.items():
+            auto_class = CUSTOM_AUTO_CLASSES.get(auto_name) or getattr(transformers, auto_name)
+            auto_class.register(config_class, getattr(sys.modules[head.__module__], class_name), exist_ok=True)
+
+
+_register_auto_classes()
+
+__all__ = [*_modeling_all, "__version__"]

@@ -1,6 +1,8 @@
 """`hf-frozenlm <command> ...` and `python -m hf_frozenlm <command> ...`.
 
-Each command lives in `hf_frozenlm/commands/<name>.py` and exposes `main(argv: list[str]) -> int`.
+Each command lives in `hf_frozenlm/commands/<name>.py` and exposes `main(argv: list[str]) -> int`. This is the one
+place where the library's named errors become a one-line message and exit status 2 (anything else keeps its
+traceback: it is a bug).
 """
 
 from __future__ import annotations
@@ -10,15 +12,15 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("hf_frozenlm.commands.train", "train a ViT + frozen LLM block classifier (no arguments: the main job)"),
-    "evaluate": ("hf_frozenlm.commands.evaluate", "accuracy (and top-5) of a trained model on a dataset split"),
-    "predict": ("hf_frozenlm.commands.predict", "top-k labels of a trained model for image files"),
+    "train": ("hf_frozenlm.commands.train", "train a model of any task (no arguments: the main job, digits + SmolLM2)"),
+    "evaluate": ("hf_frozenlm.commands.evaluate", "the task's metrics of a trained model on a dataset split"),
+    "predict": ("hf_frozenlm.commands.predict", "run a trained model on input files (images, videos, clouds, scenes)"),
     "merge": ("hf_frozenlm.commands.merge", "fold LoRA adapters into a plain model that loads without peft"),
     "analyze": ("hf_frozenlm.commands.analyze", "token activation maps, CLS attention and mask mIoU (paper section 4)"),
     "demo": ("hf_frozenlm.commands.demo", "the Gradio Space app locally: labels and token activation maps"),
-    "push": ("hf_frozenlm.commands.push", "publish a trained run to the Hub (model card, remote code; --no-frozen-weights for a slim checkpoint)"),
-    "push-space": ("hf_frozenlm.commands.push_space", "upload the Gradio demo in spaces/ as a Space showing a published model"),
-    "ablate": ("hf_frozenlm.commands.ablate", "the paper's controls x seeds under one recipe: CSV, table, paired test, plot, mIoU"),
+    "push": ("hf_frozenlm.commands.push", "publish a run to the Hub (card, remote code; --no-frozen-weights: slim)"),
+    "push-space": ("hf_frozenlm.commands.push_space", "upload the Gradio demo as a Space showing a published model"),
+    "ablate": ("hf_frozenlm.commands.ablate", "the paper's controls x seeds under one recipe: CSV, table, paired test"),
 }
 
 
@@ -34,8 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"hf-frozenlm: unknown command {name!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    from .errors import user_errors
+
     module = importlib.import_module(COMMANDS[name][0])
-    return module.main(rest) or 0
+    try:
+        return module.main(rest) or 0
+    except user_errors() as error:
+        from .redaction import redact_text, secret_values
+
+        message = redact_text(str(error), secret_values(rest))
+        print(f"hf-frozenlm {name}: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hf-frozenlm {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -34,3 +34,10 @@ class ViltLlamaConfig(FrozenLMConfig):
             raise ValueError(
                 f"vilt_config has model_type {self.vilt_config.model_type!r}; ViltLlamaConfig needs a ViltConfig."
             )
+
+
+class ViltLlamaRetrievalConfig(ViltLlamaConfig):
+    r"""`ViltLlamaConfig` for the image-text retrieval head: the same fields under a model type of its own, so that a
+    saved retrieval model and a saved VQA model each load through their own Auto classes."""
+
+    model_type = "vilt_llama_retrieval"

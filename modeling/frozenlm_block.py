@@ -1,87 +1,32 @@
-"""The paper's frozen LLM block, trunk-agnostic: proj_in -> LLM decoder layer(s) -> unit RMSNorm -> proj_out.
+"""The paper's frozen LLM block, trunk-agnostic: proj_in -> LLM decoder layer(s) -> unit RMSNorm -> proj_out, and the
+base class every task head inherits.
 
-This module is the one place that decides how LLM layers are built (which transformers class per
-architecture), how they are frozen, and which dtype they are stored and computed in. Every task head
-wraps its trunk around a `FrozenLMBlock` and inherits `FrozenLMPreTrainedModel`.
+This module is the one place that decides how LLM layers are built (which transformers class per architecture),
+how they are frozen, which dtype they are stored and computed in, and what a saved folder carries (weights, code,
+`auto_map`, custom pipelines; slim or full). Every task head wraps its trunk around a `FrozenLMBlock` and inherits
+`FrozenLMPreTrainedModel`.
 
 Hub-portable: imports only torch/transformers and sibling modules.
 """
 
 from __future__ import annotations
 
-import importlib
+import os
 import re
-from dataclasses import dataclass
+import shutil
+from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
+from transformers.dynamic_module_utils import get_relative_import_files
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.pytorch_utils import Conv1D
 
-from .configuration_frozenlm import FrozenLMConfig
-
-
-@dataclass(frozen=True)
-class LLMArchitecture:
-    """How to build and call one decoder layer of a transformers LLM family."""
-
-    module: str  # transformers.models.<module>.modeling_<module>
-    layer_class: str
-    rotary: bool  # the layer expects `position_embeddings=(cos, sin)`
-    attention_module: str  # submodule whose output is the attention branch (before the residual add)
-    ffn_module: str  # submodule whose output is the FFN branch (before the residual add)
-
-    def layer_cls(self):
-        module = importlib.import_module(f"transformers.models.{self.module}.modeling_{self.module}")
-        return getattr(module, self.layer_class)
-
-
-LLM_ARCHITECTURES = {
-    "llama": LLMArchitecture("llama", "LlamaDecoderLayer", True, "self_attn", "mlp"),
-    "mistral": LLMArchitecture("mistral", "MistralDecoderLayer", True, "self_attn", "mlp"),
-    "qwen2": LLMArchitecture("qwen2", "Qwen2DecoderLayer", True, "self_attn", "mlp"),
-    "qwen3": LLMArchitecture("qwen3", "Qwen3DecoderLayer", True, "self_attn", "mlp"),
-    "opt": LLMArchitecture("opt", "OPTDecoderLayer", False, "self_attn", "fc2"),
-    "gpt2": LLMArchitecture("gpt2", "GPT2Block", False, "attn", "mlp"),
-}
-
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def llm_architecture(model_type: str) -> LLMArchitecture:
-    """The registry entry for `model_type`, or an error listing what is supported."""
-    if model_type not in LLM_ARCHITECTURES:
-        raise ValueError(
-            f"Unsupported LLM architecture {model_type!r}. Supported architectures: "
-            f"{', '.join(sorted(LLM_ARCHITECTURES))}. Use a checkpoint of one of these families."
-        )
-    return LLM_ARCHITECTURES[model_type]
-
-
-def resolve_layer_indices(llm_layers, num_hidden_layers: int) -> list[int]:
-    """Map possibly negative layer indices to absolute ones, with a clear error when out of range."""
-    resolved = []
-    for index in llm_layers:
-        absolute = index + num_hidden_layers if index < 0 else index
-        if not 0 <= absolute < num_hidden_layers:
-            raise IndexError(
-                f"LLM layer index {index} is out of range for a {num_hidden_layers}-layer LLM; valid indices are "
-                f"0..{num_hidden_layers - 1} or -{num_hidden_layers}..-1."
-            )
-        resolved.append(absolute)
-    return resolved
-
-
-def padding_mask_to_additive(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """(B, T) 1-keep/0-pad mask -> additive (B, 1, 1, T) mask, or None when nothing is padded.
-
-    Only keys are masked: every query attends to all valid tokens (no causal structure).
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    keep = attention_mask[:, None, None, :].to(torch.bool)
-    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+from .configuration_frozenlm import TORCH_DTYPES, FrozenLMConfig, llm_architecture, resolve_layer_indices
+from .frozenlm_auto import CUSTOM_AUTO_CLASSES
+from .frozenlm_loading import layer_states_sha256, load_llm_config, load_llm_layers, reload_llm_layers
 
 
 class FrozenLMBlock(nn.Module):
@@ -96,8 +41,10 @@ class FrozenLMBlock(nn.Module):
             return
         llm_config = config.llm_config
         if llm_config._attn_implementation is None:
-            # No PreTrainedModel owns llm_config, so nothing else hands it the model's attention backend.
-            llm_config._attn_implementation_internal = config._attn_implementation
+            # No PreTrainedModel owns llm_config, so nothing else hands it the model's attention backend. Without
+            # one, the layers run eager attention, and the padding mask must be built for eager too.
+            llm_config._attn_implementation_internal = config._attn_implementation or "eager"
+        self.llm_config = llm_config
         width = llm_config.hidden_size
         self.proj_in = nn.Linear(trunk_hidden_size, width, bias=False)
         if self.variant == "mlp":
@@ -121,10 +68,6 @@ class FrozenLMBlock(nn.Module):
         self.register_load_state_dict_post_hook(lambda module, _: module.enforce_llm_policy())
 
     # -- the one place that freezes and casts the LLM layers -------------------------------------------
-    def llm_parameters(self):
-        """Parameters that belong to the source LLM (frozen unless `llm_trainable`)."""
-        return self.layers.parameters() if hasattr(self, "layers") else iter(())
-
     def enforce_llm_policy(self) -> None:
         """LLM layers live in `llm_dtype` and require no grad unless `llm_trainable`.
 
@@ -144,6 +87,13 @@ class FrozenLMBlock(nn.Module):
     def llm_own_parameters(self):
         """The LLM's own weights, without adapters that PEFT injects into the layers (LoRA's lora_A/lora_B, ...):
         those must stay trainable and in their own dtype, or every `.train()` would freeze them again."""
+        for _, parameter in self.llm_named_parameters():
+            yield parameter
+
+    def llm_named_parameters(self):
+        """(name inside `layers`, parameter) of the LLM's own weights, adapters left out."""
+        if not hasattr(self, "layers"):
+            return
         adapter_prefixes = tuple(
             f"{name}.{attribute}." if name else f"{attribute}."
             for name, module in self.layers.named_modules()
@@ -151,7 +101,16 @@ class FrozenLMBlock(nn.Module):
         )
         for name, parameter in self.layers.named_parameters():
             if not name.startswith(adapter_prefixes):
-                yield parameter
+                yield name, parameter
+
+    def llm_layer_states(self) -> list[dict[str, torch.Tensor]]:
+        """One state dict per LLM layer as the block holds it now (names as in the source checkpoint)."""
+        states = [{} for _ in self.layers]
+        for name, parameter in self.llm_named_parameters():
+            position, local = name.split(".", 1)
+            # PEFT keeps the original weight under `base_layer`; the name in the source has no such part.
+            states[int(position)][local.replace(".base_layer.", ".")] = parameter.detach()
+        return states
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -186,6 +145,7 @@ class FrozenLMBlock(nn.Module):
 
     # -- forward ---------------------------------------------------------------------------------------
     def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """attention_mask: (B, T), 1 for tokens to attend to, 0 for padding; every valid token sees every other."""
         if self.variant == "none":
             return hidden_states
         x = self.proj_in(hidden_states)  # (B, T, D_llm)
@@ -193,7 +153,9 @@ class FrozenLMBlock(nn.Module):
             x = self.mlp(x)
         else:
             x = x.to(self.llm_dtype)
-            mask = padding_mask_to_additive(attention_mask, self.llm_dtype)
+            # The mask in the form the LLM's attention backend takes (additive for eager, boolean for sdpa, ...);
+            # None when nothing is padded. Only keys are masked: no causal structure.
+            mask = create_bidirectional_mask(self.llm_config, x, attention_mask) if attention_mask is not None else None
             kwargs = {}
             if self.architecture.rotary:
                 # cos = 1, sin = 0 turns rotary position embedding into the identity: the trunk has its own positions.
@@ -212,15 +174,24 @@ class FrozenLMBlock(nn.Module):
 
 
 class FrozenLMPreTrainedModel(PreTrainedModel):
-    """Base of every task head: initialisation, frozen state after loading, and a complete `auto_map`."""
+    """Base of every task head: initialisation, frozen state after loading, building from parts, and saving a folder
+    that loads anywhere (`auto_map` for every Auto class, the custom pipeline where transformers has none, slim or
+    full weights).
+
+    A head declares:
+    - `trunk_presets` (name -> trunk fields) and `resolve_trunk` / `load_trunk_weights` if its trunk has a
+      transformers config (ViT, VideoMAE, ViLT);
+    - `auto_map_entries`: Auto class name -> this module's class that it loads;
+    - `custom_pipeline`: (task, "frozenlm_pipelines.<Class>") for tasks transformers has no pipeline for.
+    """
 
     config: FrozenLMConfig
     supports_gradient_checkpointing = True
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
-    # Every head records all Auto classes it can be loaded through (filled by subclasses).
     auto_map_entries: dict[str, str] = {}
+    custom_pipeline: tuple[str, str] | None = None
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -231,8 +202,15 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.proj_in.weight, std=self.config.initializer_range)
             init.trunc_normal_(module.proj_out.weight, std=self.config.initializer_range)
 
-    def frozen_lm_blocks(self):
+    def frozen_lm_blocks(self) -> list[FrozenLMBlock]:
         return [module for module in self.modules() if isinstance(module, FrozenLMBlock)]
+
+    def frozen_block(self) -> FrozenLMBlock:
+        """The model's frozen block (every head has exactly one)."""
+        blocks = self.frozen_lm_blocks()
+        if len(blocks) != 1:
+            raise AttributeError(f"{type(self).__name__} holds {len(blocks)} frozen blocks; expected one.")
+        return blocks[0]
 
     def enforce_llm_policy(self):
         for block in self.frozen_lm_blocks():
@@ -251,15 +229,42 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
         """State-dict names of the source LLM's own weights (not adapters added to its layers)."""
         names = []
         for prefix, module in self.named_modules():
-            if isinstance(module, FrozenLMBlock) and hasattr(module, "layers"):
-                own = {id(parameter) for parameter in module.llm_own_parameters()}
-                names += [
-                    f"{prefix}.layers.{name}" if prefix else f"layers.{name}"
-                    for name, parameter in module.layers.named_parameters()
-                    if id(parameter) in own
-                ]
+            if isinstance(module, FrozenLMBlock):
+                names += [f"{prefix}.layers.{name}" if prefix else f"layers.{name}"
+                          for name, _ in module.llm_named_parameters()]
         return names
 
+    # -- Auto classes -------------------------------------------------------------------------------------
+    @classmethod
+    def register_for_auto_class(cls, auto_class="AutoModel"):
+        """transformers accepts only its own Auto classes here; ours (frozenlm_auto) are valid too. This is what
+        lets `AutoModelForPointCloudClassification.from_pretrained(folder, trust_remote_code=True)` work in a
+        process where hf_frozenlm is not installed."""
+        name = auto_class if isinstance(auto_class, str) else auto_class.__name__
+        if name in CUSTOM_AUTO_CLASSES:
+            cls._auto_class = name
+            return
+        super().register_for_auto_class(auto_class)
+
+    @classmethod
+    def full_auto_map(cls) -> dict[str, str]:
+        """Every Auto entry point a folder saved from this class loads through."""
+        config_module = cls.config_class.__module__.rsplit(".", 1)[-1]
+        entries = {"AutoConfig": f"{config_module}.{cls.config_class.__name__}"}
+        for auto_class, model_cls in cls.auto_map_entries.items():
+            entries[auto_class] = f"{cls.__module__.rsplit('.', 1)[-1]}.{model_cls}"
+        return entries
+
+    @classmethod
+    def custom_pipelines(cls) -> dict:
+        """transformers' `custom_pipelines` config entry: `pipeline(task, model=folder, trust_remote_code=True)`
+        resolves the pipeline class from the saved `frozenlm_pipelines.py` and loads the model through AutoModel."""
+        if cls.custom_pipeline is None:
+            return {}
+        task, impl = cls.custom_pipeline
+        return {task: {"impl": impl, "pt": ["AutoModel"], "default": {}, "type": "multimodal"}}
+
+    # -- loading --------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, *args, llm_source_path=None, **kwargs):
         """transformers' from_pretrained, plus: a slim checkpoint's LLM layers are re-extracted from its recorded
@@ -276,96 +281,175 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
 
     def load_llm_weights_from_source(self, llm_source_path=None, token=None, cache_dir=None):
         """Fill the LLM layers from `config.llm_source` (what a slim checkpoint needs after loading)."""
-        from .frozenlm_loading import reload_llm_layers
-
-        blocks = [block for block in self.frozen_lm_blocks() if hasattr(block, "layers")]
-        for block in blocks:
-            if list(self.config.llm_source.get("layers") or []) != list(block.layer_indices):
-                raise ValueError(
-                    f"config.llm_source records layers {self.config.llm_source.get('layers')} but the block holds "
-                    f"layers {block.layer_indices}: the config is inconsistent."
-                )
+        block = self.frozen_block()
+        if list(self.config.llm_source.get("layers") or []) != list(block.layer_indices):
+            raise ValueError(
+                f"config.llm_source records layers {self.config.llm_source.get('layers')} but the block holds "
+                f"layers {block.layer_indices}: the config is inconsistent."
+            )
         _, layer_states = reload_llm_layers(self.config.llm_source, llm_source_path, token=token, cache_dir=cache_dir)
-        for block in blocks:
-            block.load_llm_layer_states(layer_states)
+        block.load_llm_layer_states(layer_states)
         # In memory the model is complete again: a plain save_pretrained now writes a full checkpoint.
         self.config.llm_weights_in_checkpoint = True
         return self
 
+    # -- saving -------------------------------------------------------------------------------------------
     def save_pretrained(self, save_directory, *args, frozen_weights: bool = True, **kwargs):
-        """transformers' save_pretrained, writing the modeling code and a complete auto_map.
+        """transformers' save_pretrained, writing the modeling code, a complete auto_map and any custom pipeline.
 
         frozen_weights=False writes a slim checkpoint: the source LLM's layers are left out of the weights file
         and `config.llm_source` (source, revision, file, layers, sha256) tells `from_pretrained` where to get them.
+        It is refused unless the layers are exactly what that source gives back (see `check_slim_checkpoint_possible`).
         """
-        # Write the modeling code and every Auto entry point, so the folder loads with trust_remote_code anywhere.
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **self.full_auto_map()}
+        pipelines = self.custom_pipelines()
+        if pipelines:
+            self.config.custom_pipelines = pipelines
         names = self.llm_weight_names()
         if frozen_weights or not names:  # nothing to leave out for the mlp / none variants
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        self.check_slim_checkpoint_possible()
-        state_dict = kwargs.pop("state_dict", None)
-        state_dict = self.state_dict() if state_dict is None else state_dict
-        left_out = set(names)
-        state_dict = {name: tensor for name, tensor in state_dict.items() if name not in left_out}
-        self.config.llm_weights_in_checkpoint = False
-        try:
-            return super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
-        finally:
-            self.config.llm_weights_in_checkpoint = True
+            result = super().save_pretrained(save_directory, *args, **kwargs)
+        else:
+            self.check_slim_checkpoint_possible()
+            state_dict = kwargs.pop("state_dict", None)
+            state_dict = self.state_dict() if state_dict is None else state_dict
+            left_out = set(names)
+            state_dict = {name: tensor for name, tensor in state_dict.items() if name not in left_out}
+            self.config.llm_weights_in_checkpoint = False
+            try:
+                result = super().save_pretrained(save_directory, *args, state_dict=state_dict, **kwargs)
+            finally:
+                self.config.llm_weights_in_checkpoint = True
+        if pipelines and kwargs.get("is_main_process", True):
+            self._save_pipeline_code(save_directory)
+        return result
+
+    def _save_pipeline_code(self, save_directory) -> None:
+        """Copy the pipeline module (and what it imports relatively) beside the model code, as transformers does for
+        the model's own module."""
+        module_file = Path(__file__).with_name(self.custom_pipeline[1].split(".")[0] + ".py")
+        for path in [module_file, *get_relative_import_files(str(module_file))]:
+            shutil.copyfile(path, os.path.join(save_directory, Path(path).name))
 
     def check_slim_checkpoint_possible(self) -> None:
-        """A slim checkpoint is only correct when the LLM layers are exactly what `llm_source` can re-extract."""
+        """A slim checkpoint is only correct when the LLM layers are exactly what `llm_source` re-extracts: the
+        block's tensors are hashed now and compared with the hashes recorded when they were loaded."""
         source = self.config.llm_source or {}
+        refuse = "Cannot leave the LLM layers out (frozen_weights=False / --no-frozen-weights): "
+        keep = " Save or push with the frozen weights included instead."
         if self.config.variant != "llm" or source.get("kind") not in ("hf", "gguf", "meta"):
             raise ValueError(
-                f"Cannot leave the LLM layers out (frozen_weights=False): variant={self.config.variant!r} with "
-                f"llm_source kind {source.get('kind')!r} has no checkpoint to re-extract them from (a random-llm "
-                "block's weights exist only in this model). Save with frozen_weights=True."
+                f"{refuse}variant={self.config.variant!r} with llm_source kind {source.get('kind')!r} has no checkpoint "
+                f"to re-extract them from (a random-llm block's weights exist only in this model).{keep}"
             )
         if self.config.llm_trainable:
             raise ValueError(
-                "Cannot leave the LLM layers out (frozen_weights=False): llm_trainable=True, so the layers were "
-                "trained and no longer equal their source. Save with frozen_weights=True."
+                f"{refuse}llm_trainable=True, so the layers were trained and no longer equal their source.{keep}"
+            )
+        if source.get("lora_merged"):
+            raise ValueError(
+                f"{refuse}LoRA adapters were merged into the layers (llm_source['lora_merged']), so they no longer equal "
+                f"their source; a slim reload would silently drop the merge.{keep}"
             )
         if not source.get("sha256") or not source.get("source"):
             raise ValueError(
-                "Cannot leave the LLM layers out (frozen_weights=False): config.llm_source lacks the source or sha256 "
-                f"that loading needs to re-extract and verify them ({source}). Save with frozen_weights=True."
+                f"{refuse}config.llm_source lacks the source or sha256 that loading needs to re-extract and verify "
+                f"them ({source}).{keep}"
+            )
+        held = layer_states_sha256(self.frozen_block().llm_layer_states())
+        if held not in {source.get("sha256"), source.get("block_sha256")}:
+            raise ValueError(
+                f"{refuse}the layers this model holds (sha256 {held[:16]}...) are not the ones recorded from "
+                f"{source.get('source')!r} (sha256 {source['sha256'][:16]}...): they were changed after loading "
+                f"(merged adapters, training, an edit in memory), and a slim reload would silently restore the "
+                f"originals.{keep}"
             )
 
-    @classmethod
-    def full_auto_map(cls) -> dict[str, str]:
-        config_module = cls.config_class.__module__.rsplit(".", 1)[-1]
-        entries = {"AutoConfig": f"{config_module}.{cls.config_class.__name__}"}
-        for auto_class, model_cls in cls.auto_map_entries.items():
-            entries[auto_class] = f"{cls.__module__.rsplit('.', 1)[-1]}.{model_cls}"
-        return entries
-
-    # -- from_parts: the same assembly for every head ---------------------------------------------------
-    trunk_config_key: str = ""
+    # -- the trunk: presets, configs and pretrained weights, the same way for every head ----------------------
+    trunk_presets: dict[str, dict] = {}  # preset name -> trunk fields (data, one dict per trunk family)
+    trunk_config_class: type | None = None  # the trunk's transformers config (ViTConfig, ...); None for our own trunks
+    trunk_model_class: type | None = None  # the trunk's transformers model, to read pretrained trunk weights
+    trunk_config_key: str = ""  # the sub-config holding the trunk ("" = the trunk's fields are the config's own)
+    trunk_attribute: str = ""  # the base model's attribute holding a transformers trunk
+    trunk_modules: tuple[str, ...] = ()  # the base model's attributes that make up the trunk (default: trunk_attribute)
 
     @classmethod
     def resolve_trunk(cls, trunk, **trunk_kwargs):
-        """(trunk config, weights source or None) for this head's trunk argument. Overridden by each head."""
-        raise NotImplementedError
+        """(trunk config or fields, checkpoint to load trunk weights from or None) for a `trunk` argument: a preset
+        name (`trunk_kwargs` resize it), a dict of fields, the trunk's transformers config, or a Hub id / folder of a
+        pretrained trunk checkpoint."""
+        fields_only = cls.trunk_config_class is None
+        if isinstance(trunk, str) and trunk in cls.trunk_presets:
+            fields = {**cls.trunk_presets[trunk], **trunk_kwargs}
+            return (fields if fields_only else cls.adapt_trunk_config(cls.trunk_config_class(**fields))), None
+        if isinstance(trunk, dict):
+            fields = {**trunk, **trunk_kwargs}
+            return (fields if fields_only else cls.adapt_trunk_config(cls.trunk_config_class(**fields))), None
+        presets = ", ".join(cls.trunk_presets)
+        if fields_only:
+            raise ValueError(f"trunk={trunk!r} is not a preset of {cls.__name__} ({presets}) or a dict of trunk fields.")
+        if isinstance(trunk, cls.trunk_config_class):
+            # A copy: the caller's config is left as it was.
+            return cls.adapt_trunk_config(cls.trunk_config_class(**{**trunk.to_dict(), **trunk_kwargs})), None
+        from transformers import AutoConfig
 
-    def load_trunk_weights(self, source) -> None:
-        raise NotImplementedError
+        try:
+            config = AutoConfig.from_pretrained(trunk)
+        except (OSError, ValueError) as error:
+            raise ValueError(
+                f"trunk={trunk!r} is not a preset ({presets}), a {cls.trunk_config_class.__name__}, or a readable "
+                f"{cls.trunk_config_class.model_type} checkpoint ({error})."
+            ) from error
+        if not isinstance(config, cls.trunk_config_class):
+            raise ValueError(
+                f"{trunk} is a {config.model_type!r} checkpoint; {cls.__name__} needs a "
+                f"{cls.trunk_config_class.model_type!r} trunk."
+            )
+        if trunk_kwargs:
+            raise ValueError(f"Cannot resize a pretrained trunk checkpoint ({sorted(trunk_kwargs)}); pass a preset.")
+        return cls.adapt_trunk_config(config), trunk
 
     @classmethod
-    def build_from_parts(
-        cls, trunk, llm, llm_layers=(-1,), variant="llm", *, llm_revision=None, trunk_kwargs=None, **config_kwargs
+    def adapt_trunk_config(cls, config):
+        """What a head changes in its trunk's config (VideoMAE: mean pooling, no final norm). Default: nothing."""
+        return config
+
+    @property
+    def trunk(self):
+        """The transformers trunk module (ViTModel, VideoMAEModel, ViltModel) inside the base model."""
+        if not self.trunk_attribute:
+            raise AttributeError(f"{type(self).__name__} has no transformers trunk module.")
+        return getattr(self.base_model, self.trunk_attribute)
+
+    def freeze_trunk(self) -> None:
+        """Keep the trunk as loaded: only the block's two linear layers (or the MLP control) and the task head train."""
+        base = self.base_model
+        for name in self.trunk_modules or (self.trunk_attribute,):
+            for parameter in getattr(base, name).parameters():
+                parameter.requires_grad_(False)
+        self.enforce_llm_policy()
+
+    def load_trunk_weights(self, source) -> None:
+        """Copy a pretrained trunk checkpoint's weights into the trunk (its `from_pretrained` handles legacy names)."""
+        if self.trunk_model_class is None:
+            raise NotImplementedError(f"{type(self).__name__} has no pretrained trunk checkpoints to load.")
+        pretrained = self.trunk_model_class.from_pretrained(source, config=self.trunk.config)
+        missing, _ = self.trunk.load_state_dict(pretrained.state_dict(), strict=False)
+        if missing:
+            raise ValueError(f"The trunk checkpoint {source} lacks weights the trunk needs: {missing[:5]}.")
+
+    @classmethod
+    def from_parts(
+        cls, trunk, llm=None, llm_layers=(-1,), variant="llm", *, llm_revision=None, trunk_kwargs=None, **config_kwargs
     ):
         """Assemble a model from a trunk and an LLM source, reading only the requested LLM layers.
 
+        trunk: a preset name of this head's trunk (`trunk_presets`), its trunk config or fields, or a checkpoint
+            of the trunk (where the trunk has a transformers class); `trunk_kwargs` resize a preset.
         llm: "smollm2-135m", a Hub id or local dir of an HF checkpoint, a `.gguf` file, a Meta-format dir, or a
             transformers config (random init). Not needed for variant="none".
         config_kwargs: num_labels, id2label, label2id, llm_dtype, llm_final_norm, llm_trainable, ...
         """
-        from .frozenlm_loading import load_llm_config, load_llm_layers
-
-        llm_layers = [llm_layers] if isinstance(llm_layers, int) else list(llm_layers)
+        llm_layers = [llm_layers] if isinstance(llm_layers, int) and not isinstance(llm_layers, bool) else list(llm_layers)
         llm_config, layer_states, llm_source = None, None, None
         if isinstance(llm, PreTrainedConfig):
             llm_config, llm_source = llm, {"kind": "random", "source": None, "layers": llm_layers}
@@ -380,6 +464,8 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
         trunk_config, trunk_weights = cls.resolve_trunk(trunk, **(trunk_kwargs or {}))
         if "id2label" in config_kwargs and "num_labels" not in config_kwargs:
             config_kwargs["num_labels"] = len(config_kwargs["id2label"])
+        if "id2label" in config_kwargs and "label2id" not in config_kwargs:
+            config_kwargs["label2id"] = {label: index for index, label in dict(config_kwargs["id2label"]).items()}
         # A trunk described by a sub-config goes under its key; a trunk whose fields are the config's own (no key,
         # e.g. Point-BERT, which has no transformers config class) is spread into the config.
         trunk_fields = {cls.trunk_config_key: trunk_config} if cls.trunk_config_key else dict(trunk_config)
@@ -395,13 +481,39 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
         if trunk_weights is not None:
             model.load_trunk_weights(trunk_weights)
         if layer_states is not None:
-            model.frozen_lm_blocks()[0].load_llm_layer_states(layer_states)
+            model.frozen_block().load_llm_layer_states(layer_states)
+            model.record_block_hash()
         return model.enforce_llm_policy()
+
+    def record_block_hash(self) -> None:
+        """Record the sha256 of the LLM layers as the block stores them (in `llm_dtype`), beside the source's own:
+        a slim save later checks that the block still holds exactly these tensors."""
+        if self.config.llm_source is not None and self.config.variant == "llm":
+            source = dict(self.config.llm_source)
+            source["block_sha256"] = layer_states_sha256(self.frozen_block().llm_layer_states())
+            self.config.llm_source = source
+
+    # -- the uniform head API (timm-style) ----------------------------------------------------------------
+    def reset_classifier(self, num_labels: int, id2label: dict | None = None) -> None:
+        """Replace the class head for a new label set (e.g. fine-tuning a trained model on other classes)."""
+        if not hasattr(self, "make_classifier"):
+            raise TypeError(f"{type(self).__name__} predicts {self.output_kind}, not classes: it has no classifier.")
+        id2label = {int(k): str(v) for k, v in (id2label or {i: str(i) for i in range(num_labels)}).items()}
+        if len(id2label) != num_labels:
+            raise ValueError(f"id2label has {len(id2label)} labels but num_labels is {num_labels}.")
+        self.config.num_labels = num_labels
+        self.config.id2label = id2label
+        self.config.label2id = {v: k for k, v in id2label.items()}
+        self.num_labels = num_labels
+        self.classifier = self.make_classifier(num_labels)
+        self.classifier.apply(self._init_weights)
+
+    output_kind: str = "classes"
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names that the training recipe keeps out of weight decay (biases, norms, embeddings)."""
         names = set()
         for name, parameter in self.named_parameters():
-            if parameter.ndim <= 1 or "position_embeddings" in name or "cls_token" in name:
+            if parameter.ndim <= 1 or "position_embeddings" in name or "cls_token" in name or "cls_position" in name:
                 names.add(name)
         return names

@@ -15,11 +15,14 @@ import hashlib
 import importlib.util
 import json
 import os
+import pickle
 import re
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, PreTrainedConfig
+
+from .configuration_frozenlm import llm_architecture, resolve_layer_indices
 
 SMOLLM2_ALIAS = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -76,8 +79,6 @@ def load_llm_layers(source, layers=(-1,), *, revision: str | None = None, token=
         HF folder (config.json + safetensors) or a Hub repo id.
     Returns (llm_config, [state_dict per layer], provenance).
     """
-    from .frozenlm_block import llm_architecture, resolve_layer_indices
-
     kind, location = _classify_source(source)
     if kind == "gguf":
         config, reader_fn = _gguf_open(location)
@@ -189,7 +190,7 @@ def _hf_open(location, *, revision, token, cache_dir):
 
     local = os.path.isdir(location)
     fetch = _local_fetcher(location) if local else _hub_fetcher(location, revision, token, cache_dir)
-    config = AutoConfig.from_pretrained(os.path.dirname(fetch("config.json")))
+    config = _read_hf_config(fetch("config.json"))
     index_path = fetch("model.safetensors.index.json", optional=True)
     if index_path is not None:
         try:
@@ -204,6 +205,8 @@ def _hf_open(location, *, revision, token, cache_dir):
                 "checkpoints are read (no pickles); convert .bin weights with `save_pretrained(safe_serialization=True)`."
             )
         weight_map = {key: "model.safetensors" for key in _safetensors_keys(single)}
+    for shard in set(weight_map.values()):
+        _check_shard_name(shard, location)
 
     by_layer: dict[int, dict[str, tuple[str, str]]] = {}
     for key, shard in weight_map.items():
@@ -230,6 +233,36 @@ def _hf_open(location, *, revision, token, cache_dir):
         return state
 
     return config, read_layer, location
+
+
+def _read_hf_config(config_path: str) -> PreTrainedConfig:
+    """The LLM's config.json; one that is not valid JSON is reported as invalid (it was found, it cannot be read)."""
+    try:
+        fields = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise LLMCheckpointError(
+            f"{config_path} is not valid JSON ({error}): the checkpoint's config is invalid. Download or copy it again."
+        ) from error
+    if not isinstance(fields, dict) or "model_type" not in fields:
+        raise LLMCheckpointError(
+            f"{config_path} has no model_type: it is not a transformers config. Use the config.json that came with "
+            "the checkpoint."
+        )
+    try:
+        return AutoConfig.from_pretrained(os.path.dirname(config_path))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LLMCheckpointError(f"{config_path} is invalid: {error}") from error
+
+
+def _check_shard_name(shard: str, location: str) -> None:
+    """A shard named by the index must be a file inside the checkpoint: a hostile or broken index could otherwise
+    make the loader read any file on the machine (`../../secret`, `/etc/...`)."""
+    parts = Path(shard).parts
+    if not shard or Path(shard).is_absolute() or ".." in parts or "\\" in shard:
+        raise LLMCheckpointError(
+            f"{location}: the safetensors index names the shard {shard!r}, which is outside the checkpoint folder. "
+            "Refused: an index may only name files inside the checkpoint. Re-download the checkpoint."
+        )
 
 
 def _safetensors_keys(path: str) -> list[str]:
@@ -368,6 +401,16 @@ def _gguf_config(reader, path: str) -> PreTrainedConfig:
             kwargs[hf_key] = field_value
     if "rope_theta" in kwargs:  # transformers 5 keeps rope settings in rope_parameters
         kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": kwargs.pop("rope_theta")}
+    for field in ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size"):
+        if not isinstance(kwargs.get(field), int) or kwargs[field] < 1:
+            raise LLMCheckpointError(
+                f"{path}: the GGUF header gives {field}={kwargs.get(field)!r} ({architecture}.* metadata); a usable "
+                "LLM needs a positive value. The file is broken or not a model; use another copy."
+            )
+    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
+        raise LLMCheckpointError(
+            f"{path}: hidden size {kwargs['hidden_size']} is not divisible by {kwargs['num_attention_heads']} heads."
+        )
     return AutoConfig.for_model(model_type, **kwargs)
 
 
@@ -400,6 +443,12 @@ def _meta_open(folder: str):
         params = json.loads((folder / "params.json").read_text())
     except json.JSONDecodeError as error:
         raise LLMCheckpointError(f"{folder / 'params.json'} is not valid JSON ({error}).") from error
+    missing = [key for key in ("dim", "n_heads", "n_layers") if not isinstance(params.get(key), int) or params[key] < 1]
+    if missing:
+        raise LLMCheckpointError(
+            f"{folder / 'params.json'} lacks {', '.join(missing)} (or has a non-positive value): a Meta params.json "
+            "gives at least dim, n_heads and n_layers. Use the params.json that came with the checkpoint."
+        )
     shard_paths = sorted(folder.glob("consolidated.*.pth"))
     if not shard_paths:
         raise LLMSourceNotFoundError(f"{folder} has params.json but no consolidated.*.pth files.")
@@ -414,6 +463,17 @@ def _meta_open(folder: str):
         try:
             # mmap: only the pages of the requested layers are ever read; weights_only: no arbitrary unpickling.
             shards.append(torch.load(shard_path, map_location="cpu", mmap=True, weights_only=True))
+        except pickle.UnpicklingError as error:
+            if "Weights only load failed" not in str(error):
+                raise LLMCheckpointError(
+                    f"Could not read {shard_path}: it looks truncated or corrupt ({error})."
+                ) from error
+            # weights_only refuses any pickle that would import or call something: a plain weights file never does.
+            raise LLMCheckpointError(
+                f"Refused to load {shard_path}: it is not a plain weights file (its pickle asks to import or call "
+                "something other than tensors, which could run code on this machine). Only load checkpoints you "
+                "trust; get the weights from their original source."
+            ) from error
         except Exception as error:
             raise LLMCheckpointError(
                 f"Could not read {shard_path}: it looks truncated or corrupt ({type(error).__name__}: {error})."

@@ -5,18 +5,18 @@ relative to their center -> mini-PointNet group encoder (one token per group) ->
 centers' xyz -> transformer blocks (positions added before every block, as Point-BERT) -> FrozenLMBlock -> LayerNorm
 -> head MLP over [CLS, max over group tokens].
 
+3D question answering (the SQA3D setting) reuses the same trunk: the scene's group tokens, a bidirectional-LSTM question
+encoder and cross-attention fusion, then the frozen block over [scene tokens, question tokens] with the question's
+padding mask -> LayerNorm -> [scene CLS, mean of valid question tokens] -> MLP -> answer logits.
+
 Transformers has no Point-BERT, so the trunk is written here: a compact pre-norm transformer on torch's sdpa.
-`AutoModelForPointCloudClassification` is defined here too, so that a saved folder brings its own entry point.
 
 Hub-portable: imports only torch/transformers and sibling modules.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,29 +24,21 @@ from torch.nn import functional as F
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
-from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
+from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
 from transformers.utils import can_return_tuple
 
-from .configuration_pointbert_llama import PointBertLlamaConfig
+from .configuration_pointbert_llama import PointBertLlamaConfig, PointBertLlamaQAConfig
 from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel
 
-# Presets: Point-BERT's fine-tuning trunk (the paper's point-cloud experiments use "pointbert-small").
+# Presets: Point-BERT's fine-tuning trunk (the paper's point-cloud experiments use "pointbert-small") and a tiny one
+# sized for the builtin 3D shapes and rooms (256 points in 16 groups of 16).
 POINTBERT_PRESETS = {
-    "pointbert-small": dict(
-        hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536, num_groups=64,
-        group_size=32,
-    ),
+    "pointbert-small": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                            num_groups=64, group_size=32),
+    "pointbert-tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+                           num_groups=16, group_size=16, group_encoder_hidden_sizes=[32, 64, 128], group_encoder_size=64,
+                           position_embedding_size=32, classifier_hidden_size=64, drop_path_rate=0.0),
 }
-
-
-@dataclass
-class PointCloudClassifierOutput(ModelOutput):
-    """loss (when labels are given), logits (B, num_labels), hidden_states (embeddings, each block, the frozen block)."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
 # -- grouping: farthest point sampling and k nearest neighbours -------------------------------------------------
@@ -209,17 +201,17 @@ class PointBertLlamaLayer(GradientCheckpointingLayer):
 
 # -- models ---------------------------------------------------------------------------------------------------
 class PointBertLlamaPreTrainedModel(FrozenLMPreTrainedModel):
+    """Point-BERT's init policy, input checks and trunk loop, shared by the classification and the 3D question-answering
+    heads (so both start their scene tokenizer the same way)."""
+
     config_class = PointBertLlamaConfig
     config: PointBertLlamaConfig
     base_model_prefix = "pointbert_llama"
     main_input_name = "point_values"
     input_modalities = ("point_cloud",)
     _no_split_modules = ["PointBertLlamaEmbeddings", "PointBertLlamaLayer", "FrozenLMBlock"]
-    _auto_class = "AutoModelForPointCloudClassification"
-    auto_map_entries = {
-        "AutoModel": "PointBertLlamaModel",
-        "AutoModelForPointCloudClassification": "PointBertLlamaForPointCloudClassification",
-    }
+    trunk_presets = POINTBERT_PRESETS
+    trunk_modules = ("embeddings", "layers")
 
     def _init_weights(self, module):
         if getattr(module, "torch_default_init", False):
@@ -236,20 +228,14 @@ class PointBertLlamaPreTrainedModel(FrozenLMPreTrainedModel):
             init.trunc_normal_(module.cls_token, std=self.config.initializer_range)
             init.trunc_normal_(module.cls_position, std=self.config.initializer_range)
 
-    # -- from_parts hooks: the trunk's fields are this config's own (no sub-config), so resolving gives a dict ------
-    trunk_config_key = ""
+    def build_trunk(self, config: PointBertLlamaConfig) -> None:
+        """The trunk's modules, under the names `encode_points` reads."""
+        self.embeddings = PointBertLlamaEmbeddings(config)
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        self.layers = nn.ModuleList(PointBertLlamaLayer(config, rate) for rate in rates)
 
-    @classmethod
-    def resolve_trunk(cls, points, **points_kwargs):
-        """points: a preset name or a dict of PointBertLlamaConfig trunk fields. Returns (fields, None)."""
-        if isinstance(points, dict):
-            return {**points, **points_kwargs}, None
-        if isinstance(points, str) and points in POINTBERT_PRESETS:
-            return {**POINTBERT_PRESETS[points], **points_kwargs}, None
-        raise ValueError(
-            f"points={points!r} is not a preset ({', '.join(POINTBERT_PRESETS)}) or a dict of trunk fields "
-            "(hidden_size, num_hidden_layers, num_attention_heads, num_groups, group_size, ...)."
-        )
+    def get_input_embeddings(self):
+        return self.embeddings.group_encoder
 
     def check_point_values(self, point_values: torch.Tensor, point_features: torch.Tensor | None) -> None:
         """Clear errors for clouds the grouping cannot handle (it would otherwise fail deep inside topk or FPS)."""
@@ -259,6 +245,8 @@ class PointBertLlamaPreTrainedModel(FrozenLMPreTrainedModel):
                 f"point_values has shape {tuple(point_values.shape)}; expected (batch, points, 3) xyz coordinates. "
                 "Pass extra per-point channels (normals, colours) as point_features."
             )
+        if point_values.shape[1] == 0:
+            raise ValueError("Empty clouds: point_values holds no points.")
         if point_values.shape[1] < config.min_points:
             raise ValueError(
                 f"The clouds have {point_values.shape[1]} points; this model needs at least {config.min_points} "
@@ -278,23 +266,36 @@ class PointBertLlamaPreTrainedModel(FrozenLMPreTrainedModel):
             if not torch.isfinite(point_features).all():
                 raise ValueError("point_features contains NaN or infinite values.")
 
+    def encode_points(self, point_values, point_features=None, all_hidden_states: list | None = None) -> torch.Tensor:
+        """The Point-BERT trunk: clouds (B, N, 3) [+ features (B, N, F)] -> tokens (B, 1 + G, D), [CLS] first.
+        Appends each stage's tokens to `all_hidden_states` when given."""
+        self.check_point_values(point_values, point_features)
+        dtype = self.embeddings.group_projection.weight.dtype
+        if point_features is not None:
+            point_features = point_features.to(dtype)
+        hidden_states, positions, _ = self.embeddings(point_values.to(dtype), point_features)  # (B, 1 + G, D) each
+        if all_hidden_states is not None:
+            all_hidden_states.append(hidden_states)
+        for layer in self.layers:
+            # Point-BERT adds the center embeddings before every block, not only the first.
+            hidden_states = layer(hidden_states + positions)
+            if all_hidden_states is not None:
+                all_hidden_states.append(hidden_states)
+        return hidden_states
+
 
 class PointBertLlamaModel(PointBertLlamaPreTrainedModel):
     """Point-BERT trunk + FrozenLMBlock; returns the normalised tokens and [CLS, max over groups] as pooled output."""
 
     _auto_class = "AutoModel"
+    auto_map_entries = {"AutoModel": "PointBertLlamaModel"}
 
     def __init__(self, config: PointBertLlamaConfig):
         super().__init__(config)
-        self.embeddings = PointBertLlamaEmbeddings(config)
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
-        self.layers = nn.ModuleList(PointBertLlamaLayer(config, rate) for rate in rates)
+        self.build_trunk(config)
         self.frozen_lm = FrozenLMBlock(config, config.hidden_size)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
-
-    def get_input_embeddings(self):
-        return self.embeddings.group_encoder
 
     @can_return_tuple
     def forward(
@@ -307,21 +308,11 @@ class PointBertLlamaModel(PointBertLlamaPreTrainedModel):
         output_hidden_states = (
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        self.check_point_values(point_values, point_features)
-        dtype = self.embeddings.group_projection.weight.dtype
-        if point_features is not None:
-            point_features = point_features.to(dtype)
-        hidden_states, positions, _ = self.embeddings(point_values.to(dtype), point_features)  # (B, 1 + G, D) each
-        all_hidden_states = [hidden_states] if output_hidden_states else None
-        for layer in self.layers:
-            # Point-BERT adds the center embeddings before every block, not only the first.
-            hidden_states = layer(hidden_states + positions)
-            if output_hidden_states:
-                all_hidden_states.append(hidden_states)
-        hidden_states = self.frozen_lm(hidden_states)  # (B, 1 + G, D)
+        all_hidden_states = [] if output_hidden_states else None
+        hidden_states = self.frozen_lm(self.encode_points(point_values, point_features, all_hidden_states))
         if output_hidden_states:
             all_hidden_states.append(hidden_states)
-        sequence_output = self.layernorm(hidden_states)
+        sequence_output = self.layernorm(hidden_states)  # (B, 1 + G, D)
         pooled = torch.cat([sequence_output[:, 0], sequence_output[:, 1:].amax(dim=1)], dim=-1)  # (B, 2D)
         return BaseModelOutputWithPooling(
             last_hidden_state=sequence_output,
@@ -333,16 +324,25 @@ class PointBertLlamaModel(PointBertLlamaPreTrainedModel):
 class PointBertLlamaForPointCloudClassification(PointBertLlamaPreTrainedModel):
     """PointBertLlamaModel + Point-BERT's head: [CLS, max-pool] -> 256 -> ReLU -> dropout 0.5 -> classes."""
 
+    # transformers has no Auto class or pipeline for point clouds: AutoModel, our own Auto class and the custom
+    # pipeline all load this head.
+    _auto_class = "AutoModelForPointCloudClassification"
+    auto_map_entries = {
+        "AutoModel": "PointBertLlamaForPointCloudClassification",
+        "AutoModelForPointCloudClassification": "PointBertLlamaForPointCloudClassification",
+    }
+    custom_pipeline = ("point-cloud-classification", "frozenlm_pipelines.PointCloudClassificationPipeline")
+
     def __init__(self, config: PointBertLlamaConfig):
         super().__init__(config)
         # No "For<Task>" loss entry exists for point clouds; the loss is the same as for images and sequences.
         self.loss_type = "ForSequenceClassification"
         self.num_labels = config.num_labels
         self.pointbert_llama = PointBertLlamaModel(config)
-        self.classifier = self._make_classifier(config.num_labels)
+        self.classifier = self.make_classifier(config.num_labels)
         self.post_init()
 
-    def _make_classifier(self, num_labels: int) -> nn.Module:
+    def make_classifier(self, num_labels: int) -> nn.Module:
         if num_labels <= 0:
             return nn.Identity()
         return nn.Sequential(
@@ -352,20 +352,6 @@ class PointBertLlamaForPointCloudClassification(PointBertLlamaPreTrainedModel):
             nn.Linear(self.config.classifier_hidden_size, num_labels),
         )
 
-    @classmethod
-    def from_parts(cls, points="pointbert-small", llm=None, llm_layers=(-1,), variant="llm", **kwargs):
-        """Build from a Point-BERT trunk (preset name or dict of trunk fields; `trunk_kwargs` resize it) and an LLM
-        source; see `FrozenLMPreTrainedModel.build_from_parts`."""
-        return cls.build_from_parts(points, llm, llm_layers=llm_layers, variant=variant, **kwargs)
-
-    def reset_classifier(self, num_labels: int, id2label: dict | None = None) -> None:
-        """Replace the head for a new label set (e.g. fine-tuning a trained model on other classes)."""
-        self.config.num_labels = num_labels
-        self.config.id2label = id2label or {i: str(i) for i in range(num_labels)}
-        self.config.label2id = {v: k for k, v in self.config.id2label.items()}
-        self.num_labels = num_labels
-        self.classifier = self._make_classifier(num_labels)
-
     @can_return_tuple
     def forward(
         self,
@@ -374,27 +360,200 @@ class PointBertLlamaForPointCloudClassification(PointBertLlamaPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         **kwargs,
-    ) -> PointCloudClassifierOutput:
+    ) -> SequenceClassifierOutput:
         outputs = self.pointbert_llama(point_values, point_features, output_hidden_states=output_hidden_states)
         logits = self.classifier(outputs.pooler_output)
         loss = None
         if labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)
-        return PointCloudClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
-class AutoModelForPointCloudClassification(_BaseAutoModelClass):
-    """Auto class for point-cloud classification, which transformers does not define.
+# -- 3D question answering ------------------------------------------------------------------------------------
+class PointBertLlamaQuestionEncoder(nn.Module):
+    """(B, L) token ids + (B, L) mask -> (B, L, D) per-token states of a bidirectional LSTM; padding never read."""
 
-    Importing hf_frozenlm registers PointBertLlamaConfig here; a saved folder names this class in its auto_map, so
-    `AutoModelForPointCloudClassification.from_pretrained(folder, trust_remote_code=True)` also works without it.
-    """
+    def __init__(self, config: PointBertLlamaQAConfig):
+        super().__init__()
+        self.embeddings = nn.Embedding(config.question_vocab_size, config.hidden_size, padding_idx=0)
+        self.lstm = nn.LSTM(
+            config.hidden_size, config.hidden_size // 2, num_layers=config.question_num_layers, batch_first=True,
+            bidirectional=True,
+        )
 
-    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        lengths = attention_mask.sum(dim=1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            self.embeddings(input_ids), lengths, batch_first=True, enforce_sorted=False
+        )
+        states, _ = self.lstm(packed)
+        states, _ = nn.utils.rnn.pad_packed_sequence(states, batch_first=True, total_length=input_ids.shape[1])
+        return states  # (B, L, D), zeros at padding
 
 
-# transformers accepts only Auto classes found in `transformers.models.auto` (`register_for_auto_class` checks, and the
-# trust_remote_code path of `from_pretrained` calls it); make this one findable there, once, under its own name.
-_auto_module = importlib.import_module("transformers.models.auto")
-if not hasattr(_auto_module, AutoModelForPointCloudClassification.__name__):
-    setattr(_auto_module, AutoModelForPointCloudClassification.__name__, AutoModelForPointCloudClassification)
+class PointBertLlamaFusionLayer(nn.Module):
+    """Cross-attention both ways (pre-norm, residual) followed by an MLP on each stream."""
+
+    def __init__(self, config: PointBertLlamaQAConfig):
+        super().__init__()
+        width, heads = config.hidden_size, config.num_attention_heads
+        self.question_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.scene_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.question_to_scene = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.scene_to_question = nn.MultiheadAttention(width, heads, batch_first=True)
+        self.mlp_norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.mlp = nn.Sequential(nn.Linear(width, config.intermediate_size), nn.GELU(),
+                                 nn.Linear(config.intermediate_size, width))
+
+    def forward(self, scene: torch.Tensor, question: torch.Tensor, question_mask: torch.Tensor):
+        scene_in, question_in = self.scene_norm(scene), self.question_norm(question)
+        question = question + self.question_to_scene(question_in, scene_in, scene_in, need_weights=False)[0]
+        # The scene reads only valid question tokens (key_padding_mask True = ignore).
+        scene = scene + self.scene_to_question(
+            scene_in, question_in, question_in, key_padding_mask=~question_mask, need_weights=False
+        )[0]
+        scene = scene + self.mlp(self.mlp_norm(scene))
+        question = question + self.mlp(self.mlp_norm(question))
+        return scene, question
+
+
+class PointBertLlamaQAPreTrainedModel(PointBertLlamaPreTrainedModel):
+    """Point-BERT's init policy (inherited: the scene tokenizer starts as in the classification head) plus the
+    question side's, and the question checks."""
+
+    config_class = PointBertLlamaQAConfig
+    config: PointBertLlamaQAConfig
+    base_model_prefix = "pointbert_llama_qa"
+    input_modalities = ("point_cloud", "text")
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, nn.MultiheadAttention):
+            init.xavier_uniform_(module.in_proj_weight)
+            init.zeros_(module.in_proj_bias)
+        if isinstance(module, nn.LSTM):
+            for name, parameter in module.named_parameters():
+                (init.zeros_ if "bias" in name else init.xavier_uniform_)(parameter)
+
+    def check_question(self, input_ids, attention_mask, batch_size: int) -> torch.Tensor:
+        """Clear errors for questions that do not fit the scenes or the model; returns the boolean mask."""
+        if input_ids.ndim != 2 or input_ids.shape[0] != batch_size:
+            raise ValueError(
+                f"input_ids has shape {tuple(input_ids.shape)}; expected ({batch_size}, question_length): "
+                "one question per scene."
+            )
+        if input_ids.shape[1] > self.config.max_question_length:
+            raise ValueError(
+                f"Questions of {input_ids.shape[1]} tokens; this model takes at most {self.config.max_question_length}."
+            )
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids has {tuple(input_ids.shape)}."
+            )
+        attention_mask = attention_mask.to(torch.bool)
+        if not attention_mask.any(dim=1).all():
+            raise ValueError("A question is empty (its attention_mask is all 0).")
+        return attention_mask
+
+
+class PointBertLlamaQAModel(PointBertLlamaQAPreTrainedModel):
+    """Scene points + a question -> fused tokens [scene (1 + G), question (L)] after the frozen block, normalised;
+    pooled output [scene CLS, mean of the valid question tokens] (B, 2D)."""
+
+    _auto_class = "AutoModel"
+    auto_map_entries = {"AutoModel": "PointBertLlamaQAModel"}
+
+    def __init__(self, config: PointBertLlamaQAConfig):
+        super().__init__(config)
+        self.build_trunk(config)
+        self.question_encoder = PointBertLlamaQuestionEncoder(config)
+        self.fusion = nn.ModuleList(PointBertLlamaFusionLayer(config) for _ in range(config.num_fusion_layers))
+        self.frozen_lm = FrozenLMBlock(config, config.hidden_size)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        point_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        point_features: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        output_hidden_states = (
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        question_mask = self.check_question(input_ids, attention_mask, point_values.shape[0])
+        all_hidden_states = [] if output_hidden_states else None
+        scene = self.encode_points(point_values, point_features, all_hidden_states)  # (B, 1 + G, D)
+        question = self.question_encoder(input_ids, question_mask)  # (B, L, D)
+        for layer in self.fusion:
+            scene, question = layer(scene, question, question_mask)
+        tokens = torch.cat([scene, question], dim=1)  # (B, 1 + G + L, D)
+        mask = torch.cat([question_mask.new_ones(scene.shape[:2]), question_mask], dim=1)
+        fused = self.frozen_lm(tokens, attention_mask=mask.long())
+        if output_hidden_states:
+            all_hidden_states += [tokens, fused]
+        fused = self.layernorm(fused)
+        weights = question_mask.unsqueeze(-1).to(fused.dtype)
+        question_mean = (fused[:, scene.shape[1]:] * weights).sum(1) / weights.sum(1)  # (B, D)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=fused,
+            pooler_output=torch.cat([fused[:, 0], question_mean], dim=-1),  # (B, 2D)
+            hidden_states=tuple(all_hidden_states) if output_hidden_states else None,
+        )
+
+
+class PointBertLlamaForQuestionAnswering(PointBertLlamaQAPreTrainedModel):
+    """PointBertLlamaQAModel + an MLP over the pooled output -> answer logits (labels (B,) answer ids: cross-entropy)."""
+
+    # transformers has no Auto class or pipeline for 3D question answering: AutoModel, our own Auto class and the
+    # custom pipeline all load this head.
+    _auto_class = "AutoModelForQuestionAnswering3D"
+    auto_map_entries = {
+        "AutoModel": "PointBertLlamaForQuestionAnswering",
+        "AutoModelForQuestionAnswering3D": "PointBertLlamaForQuestionAnswering",
+    }
+    custom_pipeline = ("3d-question-answering", "frozenlm_pipelines.QuestionAnswering3DPipeline")
+
+    def __init__(self, config: PointBertLlamaQAConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.pointbert_llama_qa = PointBertLlamaQAModel(config)
+        self.classifier = self.make_classifier(config.num_labels)
+        self.post_init()
+
+    def make_classifier(self, num_labels: int) -> nn.Module:
+        config = self.config
+        return nn.Sequential(
+            nn.Linear(2 * config.hidden_size, config.classifier_hidden_size), nn.ReLU(),
+            nn.Dropout(config.classifier_dropout), nn.Linear(config.classifier_hidden_size, num_labels),
+        )
+
+    @can_return_tuple
+    def forward(
+        self,
+        point_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        point_features: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.pointbert_llama_qa(
+            point_values, input_ids, attention_mask, point_features, output_hidden_states=output_hidden_states
+        )
+        logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape[:1]:
+                raise ValueError(f"labels has shape {tuple(labels.shape)}; expected ({logits.shape[0]},) answer ids.")
+            if ((labels < 0) | (labels >= logits.shape[1])).any():
+                raise ValueError(f"labels holds answer ids outside 0..{logits.shape[1] - 1} (the answer vocabulary).")
+            loss = F.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

@@ -14,14 +14,13 @@ that a saved folder brings its own entry point. Hub-portable: imports only torch
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
-from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.utils import can_return_tuple
 
 from .configuration_vectornet_llama import VectorNetLlamaConfig
@@ -99,8 +98,9 @@ class VectorNetLlamaSubgraph(nn.Module):
         return self.projection(masked_max(x, vector_mask, dim=2))  # (B, P, D)
 
 
-class VectorNetLlamaGlobalLayer(nn.Module):
-    """Pre-norm self-attention over polyline tokens (padded polylines masked as keys) + MLP."""
+class VectorNetLlamaGlobalLayer(GradientCheckpointingLayer):
+    """Pre-norm self-attention over polyline tokens (padded polylines masked as keys) + MLP.
+    (GradientCheckpointingLayer: `gradient_checkpointing_enable()` recomputes it in the backward pass.)"""
 
     def __init__(self, config: VectorNetLlamaConfig):
         super().__init__()
@@ -129,26 +129,9 @@ class VectorNetLlamaPreTrainedModel(FrozenLMPreTrainedModel):
     base_model_prefix = "vectornet_llama"
     main_input_name = "polylines"
     _no_split_modules = ["VectorNetLlamaSubgraph", "VectorNetLlamaGlobalLayer", "FrozenLMBlock"]
-    _auto_class = "AutoModelForMotionForecasting"
-    auto_map_entries = {
-        "AutoModel": "VectorNetLlamaModel",
-        "AutoModelForMotionForecasting": "VectorNetLlamaForMotionForecasting",
-    }
-
-    # -- from_parts hooks: the trunk's fields are this config's own (no sub-config), so resolving gives a dict ------
-    trunk_config_key = ""
-
-    @classmethod
-    def resolve_trunk(cls, trunk, **trunk_kwargs):
-        """trunk: a preset name or a dict of VectorNetLlamaConfig trunk fields. Returns (fields, None)."""
-        if isinstance(trunk, dict):
-            return {**trunk, **trunk_kwargs}, None
-        if isinstance(trunk, str) and trunk in VECTORNET_PRESETS:
-            return {**VECTORNET_PRESETS[trunk], **trunk_kwargs}, None
-        raise ValueError(
-            f"trunk={trunk!r} is not a preset ({', '.join(VECTORNET_PRESETS)}) or a dict of trunk fields "
-            "(hidden_size, num_subgraph_layers, num_global_layers, num_attention_heads, ...)."
-        )
+    trunk_presets = VECTORNET_PRESETS
+    trunk_modules = ("subgraph", "layers")
+    output_kind = "trajectories"
 
     def check_polylines(self, polylines, vector_mask, polyline_mask):
         """Validate the inputs and return boolean (vector_mask (B, P, V), polyline_mask (B, P))."""
@@ -190,6 +173,7 @@ class VectorNetLlamaModel(VectorNetLlamaPreTrainedModel):
     """VectorNet trunk + FrozenLMBlock; returns normalised polyline tokens and the target agent's token (pooled)."""
 
     _auto_class = "AutoModel"
+    auto_map_entries = {"AutoModel": "VectorNetLlamaModel"}
 
     def __init__(self, config: VectorNetLlamaConfig):
         super().__init__(config)
@@ -244,6 +228,15 @@ class VectorNetLlamaForMotionForecasting(VectorNetLlamaPreTrainedModel):
     (winner by `config.best_mode_by`) + `classification_loss_weight` x cross-entropy of the mode logits to the winner.
     """
 
+    # transformers has no Auto class or pipeline for motion forecasting: AutoModel, our own Auto class and the
+    # custom pipeline all load this head.
+    _auto_class = "AutoModelForMotionForecasting"
+    auto_map_entries = {
+        "AutoModel": "VectorNetLlamaForMotionForecasting",
+        "AutoModelForMotionForecasting": "VectorNetLlamaForMotionForecasting",
+    }
+    custom_pipeline = ("motion-forecasting", "frozenlm_pipelines.MotionForecastingPipeline")
+
     def __init__(self, config: VectorNetLlamaConfig):
         super().__init__(config)
         self.vectornet_llama = VectorNetLlamaModel(config)
@@ -253,12 +246,6 @@ class VectorNetLlamaForMotionForecasting(VectorNetLlamaPreTrainedModel):
         )
         self.mode_head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, modes))
         self.post_init()
-
-    @classmethod
-    def from_parts(cls, trunk="vectornet-base", llm=None, llm_layers=(-1,), variant="llm", **kwargs):
-        """Build from a VectorNet trunk (preset name or dict of trunk fields; `trunk_kwargs` resize it) and an LLM
-        source; see `FrozenLMPreTrainedModel.build_from_parts`."""
-        return cls.build_from_parts(trunk, llm, llm_layers=llm_layers, variant=variant, **kwargs)
 
     @can_return_tuple
     def forward(
@@ -300,12 +287,3 @@ class VectorNetLlamaForMotionForecasting(VectorNetLlamaPreTrainedModel):
             last_hidden_state=outputs.last_hidden_state,
             hidden_states=outputs.hidden_states,
         )
-
-
-class AutoModelForMotionForecasting(_BaseAutoModelClass):
-    """Auto class for motion forecasting, which transformers does not define.
-
-    Importing hf_frozenlm registers VectorNetLlamaConfig here; a saved folder names this class in its auto_map.
-    """
-
-    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())

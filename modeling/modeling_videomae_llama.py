@@ -17,27 +17,17 @@ from transformers.utils import can_return_tuple
 from .configuration_videomae_llama import VideoMAELlamaConfig
 from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel
 
-# Presets (VideoMAE fine-tuning sizes): width, heads. Depth 12, MLP ratio 4, 16 frames, tubelet 2, patch 16, 224 px.
+# Presets: VideoMAE's fine-tuning sizes (depth 12, MLP ratio 4, 16 frames, tubelet 2, patch 16, 224 px) and a tiny
+# one sized for the builtin moving-shapes clips (8 frames of 32 px).
+_VIDEOMAE_COMMON = dict(num_hidden_layers=12, image_size=224, patch_size=16, num_frames=16, tubelet_size=2,
+                        qkv_bias=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, layer_norm_eps=1e-6,
+                        use_mean_pooling=True)
 VIDEOMAE_PRESETS = {
-    "videomae-small": dict(hidden_size=384, num_attention_heads=6),
-    "videomae-base": dict(hidden_size=768, num_attention_heads=12),
+    "videomae-small": dict(_VIDEOMAE_COMMON, hidden_size=384, num_attention_heads=6, intermediate_size=1536),
+    "videomae-base": dict(_VIDEOMAE_COMMON, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "videomae-tiny": dict(_VIDEOMAE_COMMON, hidden_size=64, num_attention_heads=4, intermediate_size=128,
+                          num_hidden_layers=2, image_size=32, patch_size=8, num_frames=8),
 }
-
-
-def videomae_preset_config(name: str, **overrides) -> VideoMAEConfig:
-    """A VideoMAEConfig for a named preset; `overrides` (num_frames, image_size, patch_size, tubelet_size,
-    num_hidden_layers, ...) resize it."""
-    if name not in VIDEOMAE_PRESETS:
-        raise ValueError(f"Unknown VideoMAE preset {name!r}; presets: {', '.join(VIDEOMAE_PRESETS)}.")
-    width = VIDEOMAE_PRESETS[name]["hidden_size"]
-    fields = dict(
-        num_hidden_layers=12, intermediate_size=4 * width, image_size=224, patch_size=16, num_frames=16,
-        tubelet_size=2, qkv_bias=True, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-        layer_norm_eps=1e-6, use_mean_pooling=True,
-    )
-    fields.update(VIDEOMAE_PRESETS[name])
-    fields.update(overrides)
-    return VideoMAEConfig(**fields)
 
 
 class VideoMAELlamaPreTrainedModel(FrozenLMPreTrainedModel):
@@ -47,52 +37,18 @@ class VideoMAELlamaPreTrainedModel(FrozenLMPreTrainedModel):
     main_input_name = "pixel_values"
     input_modalities = ("video",)
     _no_split_modules = ["VideoMAEEmbeddings", "VideoMAELayer", "FrozenLMBlock"]
-    _auto_class = "AutoModelForVideoClassification"
-    auto_map_entries = {
-        "AutoModel": "VideoMAELlamaModel",
-        "AutoModelForVideoClassification": "VideoMAELlamaForVideoClassification",
-    }
-
-    # -- from_parts hooks: how this head resolves and loads its trunk ---------------------------------
+    trunk_presets = VIDEOMAE_PRESETS
+    trunk_config_class = VideoMAEConfig
+    trunk_model_class = VideoMAEModel
     trunk_config_key = "vision_config"
+    trunk_attribute = "videomae"
 
     @classmethod
-    def resolve_trunk(cls, video, **video_kwargs):
-        """video: a preset name, a VideoMAEConfig, or a Hub id / local dir of a VideoMAE checkpoint.
-
-        Returns (VideoMAEConfig, path to load trunk weights from or None).
-        """
-        if isinstance(video, VideoMAEConfig):
-            # A copy: the caller's config is left as it was. The head mean-pools, so the trunk has no final norm.
-            return VideoMAEConfig(**{**video.to_dict(), **video_kwargs, "use_mean_pooling": True}), None
-        if isinstance(video, str) and video in VIDEOMAE_PRESETS:
-            return videomae_preset_config(video, **video_kwargs), None
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(video)
-        except OSError as error:
-            raise ValueError(
-                f"video={video!r} is not a preset ({', '.join(VIDEOMAE_PRESETS)}), a VideoMAEConfig, or a readable "
-                f"VideoMAE checkpoint ({error})."
-            ) from error
-        if config.model_type != "videomae":
-            raise ValueError(f"{video} is a {config.model_type!r} checkpoint; VideoMAELlama needs a VideoMAE trunk.")
-        if video_kwargs:
-            raise ValueError(f"Cannot resize a pretrained VideoMAE checkpoint ({sorted(video_kwargs)}).")
-        # The head mean-pools and applies its own fc_norm (VideoMAE fine-tuning), so the trunk carries no final norm.
+    def adapt_trunk_config(cls, config: VideoMAEConfig) -> VideoMAEConfig:
+        # The head mean-pools and applies its own fc_norm (VideoMAE fine-tuning), so the trunk carries no final norm;
+        # a pre-training checkpoint's final norm and decoder are left out, as in VideoMAE fine-tuning.
         config.use_mean_pooling = True
-        return config, video
-
-    def load_trunk_weights(self, source) -> None:
-        # VideoMAEModel.from_pretrained strips a classification checkpoint's "videomae." prefix; a pre-training
-        # checkpoint's final norm and decoder are left out, as in VideoMAE fine-tuning.
-        pretrained = VideoMAEModel.from_pretrained(source, use_mean_pooling=True)
-        self.trunk.load_state_dict(pretrained.state_dict())
-
-    @property
-    def trunk(self) -> VideoMAEModel:
-        return self.base_model.videomae
+        return config
 
     def check_pixel_values(self, pixel_values: torch.Tensor) -> None:
         """A clear error for clips the trunk cannot embed (its own errors name neither the frames nor the fix)."""
@@ -111,6 +67,7 @@ class VideoMAELlamaModel(VideoMAELlamaPreTrainedModel):
     """VideoMAE trunk + FrozenLMBlock; returns the tokens and their normalised mean as pooled output."""
 
     _auto_class = "AutoModel"
+    auto_map_entries = {"AutoModel": "VideoMAELlamaModel"}
 
     def __init__(self, config: VideoMAELlamaConfig):
         super().__init__(config)
@@ -151,33 +108,27 @@ class VideoMAELlamaModel(VideoMAELlamaPreTrainedModel):
 
 
 class VideoMAELlamaForVideoClassification(VideoMAELlamaPreTrainedModel):
-    """VideoMAELlamaModel + a linear classifier on the pooled clip (single-, multi-label or regression loss)."""
+    """VideoMAELlamaModel + a linear classifier on the pooled clip (single-, multi-label or regression loss).
+
+    The LLM layer defaults to the LLM's last, as the paper's text and the image and point-cloud code; the official
+    video code used layer 15 of LLaMA-7B's 32 (`from_parts(..., llm_layers=[15])` reproduces it).
+    """
+
+    _auto_class = "AutoModelForVideoClassification"
+    auto_map_entries = {
+        "AutoModel": "VideoMAELlamaModel",
+        "AutoModelForVideoClassification": "VideoMAELlamaForVideoClassification",
+    }
 
     def __init__(self, config: VideoMAELlamaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.videomae_llama = VideoMAELlamaModel(config)
-        hidden = config.vision_config.hidden_size
-        self.classifier = nn.Linear(hidden, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.classifier = self.make_classifier(config.num_labels)
         self.post_init()
 
-    @classmethod
-    def from_parts(cls, video, llm=None, llm_layers=(-1,), variant="llm", **kwargs):
-        """Build from a VideoMAE trunk (preset, VideoMAEConfig, or checkpoint) and an LLM source; see
-        `FrozenLMPreTrainedModel.build_from_parts`.
-
-        llm_layers defaults to the LLM's last layer, as the paper's text and the image and point-cloud code; the
-        official video code used layer 15 of LLaMA-7B's 32 (pass llm_layers=[15] to reproduce it).
-        """
-        return cls.build_from_parts(video, llm, llm_layers=llm_layers, variant=variant, **kwargs)
-
-    def reset_classifier(self, num_labels: int, id2label: dict | None = None) -> None:
-        """Replace the head for a new label set (e.g. fine-tuning a trained model on other classes)."""
-        self.config.num_labels = num_labels
-        self.config.id2label = id2label or {i: str(i) for i in range(num_labels)}
-        self.config.label2id = {v: k for k, v in self.config.id2label.items()}
-        self.num_labels = num_labels
-        self.classifier = nn.Linear(self.config.vision_config.hidden_size, num_labels)
+    def make_classifier(self, num_labels: int) -> nn.Module:
+        return nn.Linear(self.config.vision_config.hidden_size, num_labels) if num_labels > 0 else nn.Identity()
 
     @can_return_tuple
     def forward(

@@ -13,32 +13,25 @@ Hub-portable: imports only torch/transformers and sibling modules.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 from transformers import ViltConfig, ViltModel
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, SequenceClassifierOutput
-from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 from transformers.utils import can_return_tuple
 
-from .configuration_vilt_llama import ViltLlamaConfig
-from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel, padding_mask_to_additive
+from .configuration_vilt_llama import ViltLlamaConfig, ViltLlamaRetrievalConfig
+from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel
 
-# Presets: ViLT-B/32 (the released checkpoints) and a tiny one for tests and the builtin.
+# Presets: ViLT-B/32 (the released checkpoints' trunk) and a tiny one sized for the builtin shapes (48 px images in 16 px
+# patches, 512-word vocabulary).
 VILT_PRESETS = {
-    "vilt-b32": dict(),
+    "vilt-b32": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                     image_size=384, patch_size=32, max_position_embeddings=40, vocab_size=30522),
     "vilt-tiny": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
                       image_size=48, patch_size=16, max_position_embeddings=40, vocab_size=512),
 }
-
-
-def vilt_preset_config(name: str, **overrides) -> ViltConfig:
-    """A ViltConfig for a named preset; `overrides` (image_size, patch_size, vocab_size, ...) resize it."""
-    if name not in VILT_PRESETS:
-        raise ValueError(f"Unknown ViLT preset {name!r}; presets: {', '.join(VILT_PRESETS)}.")
-    return ViltConfig(**{**VILT_PRESETS[name], **overrides})
 
 
 class ViltLlamaPreTrainedModel(FrozenLMPreTrainedModel):
@@ -48,12 +41,11 @@ class ViltLlamaPreTrainedModel(FrozenLMPreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("image", "text")
     _no_split_modules = ["ViltEmbeddings", "ViltLayer", "FrozenLMBlock"]
-    _auto_class = "AutoModelForVisualQuestionAnswering"
-    auto_map_entries = {
-        "AutoModel": "ViltLlamaModel",
-        "AutoModelForVisualQuestionAnswering": "ViltLlamaForQuestionAnswering",
-        "AutoModelForImageTextRetrieval": "ViltLlamaForImageAndTextRetrieval",
-    }
+    trunk_presets = VILT_PRESETS
+    trunk_config_class = ViltConfig
+    trunk_model_class = ViltModel
+    trunk_config_key = "vilt_config"
+    trunk_attribute = "vilt"
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -66,41 +58,6 @@ class ViltLlamaPreTrainedModel(FrozenLMPreTrainedModel):
             init.zeros_(text.token_type_ids)
             init.trunc_normal_(module.embeddings.cls_token, std=self.config.initializer_range)
             init.trunc_normal_(module.embeddings.position_embeddings, std=self.config.initializer_range)
-
-    # -- from_parts hooks ------------------------------------------------------------------------------------
-    trunk_config_key = "vilt_config"
-
-    @classmethod
-    def resolve_trunk(cls, vilt, **vilt_kwargs):
-        """vilt: a preset name, a ViltConfig, or a Hub id / local dir of a ViLT checkpoint (its weights are loaded)."""
-        if isinstance(vilt, ViltConfig):
-            return (ViltConfig(**{**vilt.to_dict(), **vilt_kwargs}) if vilt_kwargs else vilt), None
-        if isinstance(vilt, str) and vilt in VILT_PRESETS:
-            return vilt_preset_config(vilt, **vilt_kwargs), None
-        from transformers import AutoConfig
-
-        try:
-            config = AutoConfig.from_pretrained(vilt)
-        except OSError as error:
-            raise ValueError(
-                f"vilt={vilt!r} is not a preset ({', '.join(VILT_PRESETS)}), a ViltConfig, or a readable ViLT "
-                f"checkpoint ({error})."
-            ) from error
-        if config.model_type != "vilt":
-            raise ValueError(f"{vilt} is a {config.model_type!r} checkpoint; ViltLlama needs a ViLT trunk.")
-        if vilt_kwargs:
-            raise ValueError(f"Cannot resize a pretrained ViLT checkpoint ({sorted(vilt_kwargs)}).")
-        return config, vilt
-
-    def load_trunk_weights(self, source) -> None:
-        pretrained = ViltModel.from_pretrained(source)
-        missing, _ = self.trunk.load_state_dict(pretrained.state_dict(), strict=False)
-        if missing:
-            raise ValueError(f"The ViLT checkpoint {source} lacks trunk weights: {missing[:5]}.")
-
-    @property
-    def trunk(self) -> ViltModel:
-        return self.base_model.vilt
 
     def check_inputs(self, input_ids, attention_mask, pixel_values, pixel_mask):
         """Clear errors for mismatched text, image and mask tensors; returns (attention_mask, pixel_mask)."""
@@ -145,6 +102,7 @@ class ViltLlamaModel(ViltLlamaPreTrainedModel):
     """ViLT trunk + FrozenLMBlock; returns the normalised tokens (text then image) and ViLT's pooled [CLS] output."""
 
     _auto_class = "AutoModel"
+    auto_map_entries = {"AutoModel": "ViltLlamaModel"}
 
     def __init__(self, config: ViltLlamaConfig):
         super().__init__(config)
@@ -211,7 +169,8 @@ class ViltLlamaModel(ViltLlamaPreTrainedModel):
         image = embeddings.dropout(image + embeddings.token_type_embeddings(torch.ones_like(image_mask)))  # modality 1
         hidden_states = torch.cat([text, image], dim=1)  # (B, L + N, D)
         mask = torch.cat([attention_mask.long(), image_mask], dim=1)  # (B, L + N)
-        additive = padding_mask_to_additive(mask, hidden_states.dtype)
+        # As ViltModel does: the mask in the form its (eager) attention adds to the scores.
+        additive = create_bidirectional_mask(config=self.vilt.config, inputs_embeds=hidden_states, attention_mask=mask)
         all_hidden_states = [hidden_states] if output_hidden_states else None
         for layer in self.vilt.encoder.layer:
             hidden_states = layer(hidden_states, additive)[0]
@@ -235,21 +194,24 @@ class ViltLlamaForQuestionAnswering(ViltLlamaPreTrainedModel):
     binary cross-entropy over answers, multiplied by the number of answers.
     """
 
+    _auto_class = "AutoModelForVisualQuestionAnswering"
+    auto_map_entries = {
+        "AutoModel": "ViltLlamaModel",
+        "AutoModelForVisualQuestionAnswering": "ViltLlamaForQuestionAnswering",
+    }
+
     def __init__(self, config: ViltLlamaConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.vilt_llama = ViltLlamaModel(config)
-        hidden = config.vilt_config.hidden_size
-        self.classifier = nn.Sequential(
-            nn.Linear(hidden, 2 * hidden), nn.LayerNorm(2 * hidden), nn.GELU(), nn.Linear(2 * hidden, config.num_labels)
-        )
+        self.classifier = self.make_classifier(config.num_labels)
         self.post_init()
 
-    @classmethod
-    def from_parts(cls, vilt, llm=None, llm_layers=(-1,), variant="llm", **kwargs):
-        """Build from a ViLT (preset, ViltConfig or checkpoint) and an LLM source; `id2label` is the answer
-        vocabulary. See `FrozenLMPreTrainedModel.build_from_parts`."""
-        return cls.build_from_parts(vilt, llm, llm_layers=llm_layers, variant=variant, **kwargs)
+    def make_classifier(self, num_labels: int) -> nn.Module:
+        hidden = self.config.vilt_config.hidden_size
+        return nn.Sequential(
+            nn.Linear(hidden, 2 * hidden), nn.LayerNorm(2 * hidden), nn.GELU(), nn.Linear(2 * hidden, num_labels)
+        )
 
     @can_return_tuple
     def forward(
@@ -284,16 +246,23 @@ class ViltLlamaForImageAndTextRetrieval(ViltLlamaPreTrainedModel):
     labels (B,): 1 for a matching pair, 0 for a mismatched one; the loss is binary cross-entropy on the logit.
     """
 
-    def __init__(self, config: ViltLlamaConfig):
+    # Its own config class (the same fields), so that the Auto classes can tell a retrieval folder from a VQA one.
+    config_class = ViltLlamaRetrievalConfig
+    output_kind = "matching scores"
+    # transformers has no Auto class or pipeline for image-text matching: AutoModel, our own Auto class and the custom
+    # pipeline all load this head.
+    _auto_class = "AutoModelForImageTextRetrieval"
+    auto_map_entries = {
+        "AutoModel": "ViltLlamaForImageAndTextRetrieval",
+        "AutoModelForImageTextRetrieval": "ViltLlamaForImageAndTextRetrieval",
+    }
+    custom_pipeline = ("image-text-retrieval", "frozenlm_pipelines.ImageTextRetrievalPipeline")
+
+    def __init__(self, config: ViltLlamaRetrievalConfig):
         super().__init__(config)
         self.vilt_llama = ViltLlamaModel(config)
         self.rank_output = nn.Linear(config.vilt_config.hidden_size, 1)
         self.post_init()
-
-    @classmethod
-    def from_parts(cls, vilt, llm=None, llm_layers=(-1,), variant="llm", **kwargs):
-        """Build from a ViLT (preset, ViltConfig or checkpoint) and an LLM source."""
-        return cls.build_from_parts(vilt, llm, llm_layers=llm_layers, variant=variant, **kwargs)
 
     @can_return_tuple
     def forward(
@@ -317,12 +286,3 @@ class ViltLlamaForImageAndTextRetrieval(ViltLlamaPreTrainedModel):
                 raise ValueError(f"labels has shape {tuple(labels.shape)}; expected ({logits.shape[0]},) of 1 (match) / 0.")
             loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
-
-
-class AutoModelForImageTextRetrieval(_BaseAutoModelClass):
-    """Auto class for image-text retrieval (matching scores), which transformers does not define.
-
-    Importing hf_frozenlm registers ViltLlamaConfig here; a saved folder names this class in its auto_map.
-    """
-
-    _model_mapping = _LazyAutoMapping(OrderedDict(), OrderedDict())

@@ -7,7 +7,6 @@ import torch
 from transformers import AutoConfig
 
 from hf_frozenlm import FrozenLMBlock, ViTLlamaConfig
-from hf_frozenlm.modeling.frozenlm_block import padding_mask_to_additive
 
 BACKENDS = ["eager", "sdpa"]
 
@@ -25,8 +24,8 @@ TINY_LLMS = {
 def tiny_block(model_type, backend, trunk_width=24, llm_layers=(-1,), **config_kwargs):
     torch.manual_seed(0)
     llm_config = AutoConfig.for_model(model_type, **TINY_LLMS[model_type])
-    llm_config._attn_implementation = backend
     config = ViTLlamaConfig(llm_config=llm_config, llm_layers=list(llm_layers), **config_kwargs)
+    config._attn_implementation = backend  # the block hands the model's backend to its LLM layers
     block = FrozenLMBlock(config, trunk_width)
     # Random but non-trivial weights everywhere (norm weights too), so any asymmetry would show.
     with torch.no_grad():
@@ -176,11 +175,18 @@ def test_llm_dtype_stores_layers_and_returns_trunk_dtype(llm_dtype):
     assert (out - expected).abs().max() / expected.abs().max() < 5e-2
 
 
-def test_padding_mask_is_additive_on_keys_only():
-    mask = padding_mask_to_additive(torch.tensor([[1, 1, 0]]), torch.float32)
-    assert mask.shape == (1, 1, 1, 3)
-    assert mask[0, 0, 0, 2] == torch.finfo(torch.float32).min and mask[0, 0, 0, :2].eq(0).all()
-    assert padding_mask_to_additive(torch.ones(2, 3), torch.float32) is None
+@pytest.mark.parametrize("layers, message", [
+    ([-1, -1], r"names layer\(s\) \[2\] .* more than once"),
+    ([2, -1], r"names layer\(s\) \[2\] .* more than once"),
+    ([True], "True is not a layer index"),
+    ([1.5], "1.5 is not a layer index"),
+])
+def test_repeated_or_non_integer_layer_indices_are_refused(layers, message):
+    # Before: [-1, -1] and [2, -1] (the same layer of a 3-layer LLM) were applied twice silently, and [True] meant
+    # layer 1.
+    llm_config = AutoConfig.for_model("llama", **TINY_LLMS["llama"])
+    with pytest.raises(ValueError, match=message):
+        ViTLlamaConfig(llm_config=llm_config, llm_layers=layers)
 
 
 def test_bad_config_values_are_named():

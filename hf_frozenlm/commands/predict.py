@@ -1,4 +1,15 @@
-"""`hf-frozenlm predict --model DIR IMAGE...`: the top-k labels of each image (text, or JSON with --json)."""
+"""`hf-frozenlm predict --model RUN INPUT...`: run a trained model of any task on input files (text, or --json).
+
+    hf-frozenlm predict --model runs/digits sketch.png --top_k 3
+    hf-frozenlm predict --model runs/moving-shapes clip.mp4
+    hf-frozenlm predict --model runs/shapes3d cloud.ply
+    hf-frozenlm predict --model runs/road-scenes scene.json --output_dir plots/      # + a PNG of each forecast
+    hf-frozenlm predict --model runs/shapes-vqa image.png --question "what color is the circle?"
+    hf-frozenlm predict --model runs/shapes-captions image.png --texts "a red square" "two blue circles"
+    hf-frozenlm predict --model runs/rooms-qa room.npz --question "how many balls are there?"
+
+The task is read from the saved config; what INPUT is and the extra options depend on it (`--model RUN --help`).
+"""
 
 from __future__ import annotations
 
@@ -6,52 +17,43 @@ import argparse
 import json
 import sys
 
-import torch
+from . import CommandParser
+
+
+def build_parser(task=None) -> argparse.ArgumentParser:
+    parser = CommandParser(prog="hf-frozenlm predict", description=__doc__.split("\n\n")[0],
+                                     epilog=f"INPUT for {task.name}: {task.input_help}" if task else None)
+    parser.add_argument("--model", required=True, help="a folder written by `hf-frozenlm train` or `merge`")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="input files (what they are depends on the task)")
+    parser.add_argument("--json", action="store_true", help="print one JSON list instead of text")
+    parser.add_argument("--output_dir", "--output-dir", help="where to write files some tasks draw (motion: PNGs)")
+    if task is not None:
+        task.add_predict_arguments(parser)
+    return parser
 
 
 def main(argv: list[str]) -> int:
-    from PIL import Image, UnidentifiedImageError
+    from ..training.loading import load_trained_model, task_of_folder
 
-    from ..data import to_rgb
-    from ..training import load_trained_model, unwrap
-
-    parser = argparse.ArgumentParser(prog="hf-frozenlm predict", description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True, help="A folder written by `hf-frozenlm train` or `merge`.")
-    parser.add_argument("images", nargs="+", help="Image files.")
-    parser.add_argument("--top_k", "--top-k", type=int, default=5, help="How many labels per image.")
-    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of text.")
-    args = parser.parse_args(argv)
-
-    try:
-        model, processor = load_trained_model(args.model)
-    except (ValueError, OSError) as error:
-        print(f"hf-frozenlm predict: {error}", file=sys.stderr)
-        return 2
-    id2label = unwrap(model).config.id2label
-    images = []
-    for path in args.images:
-        try:
-            with Image.open(path) as image:
-                # Same conversion as training: transparent pixels become white paper.
-                # .copy() reads the pixels before the file closes (to_rgb returns RGB images as they are).
-                images.append(to_rgb(image).copy())
-        except (OSError, UnidentifiedImageError) as error:
-            print(f"hf-frozenlm predict: cannot read {path}: {error}", file=sys.stderr)
-            return 2
-    with torch.no_grad():
-        logits = model(pixel_values=processor(images, return_tensors="pt")["pixel_values"]).logits
-    probabilities = logits.float().softmax(-1)
-    top = probabilities.topk(min(args.top_k, probabilities.shape[-1]), dim=-1)
-    results = [
-        {"image": path, "predictions": [{"label": id2label[int(i)], "score": round(float(s), 6)}
-                                        for s, i in zip(scores, indices)]}
-        for path, scores, indices in zip(args.images, top.values, top.indices)
-    ]
-    if args.json:
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model")
+    model_dir = peek.parse_known_args(argv)[0].model
+    task = task_of_folder(model_dir) if model_dir else None
+    options = build_parser(task).parse_args(argv)
+    task.check_predict_options(options)
+    task, model, processor = load_trained_model(options.model)
+    inputs = task.read_inputs(options.inputs, options)
+    results = task.predict(model, processor, inputs, options)
+    written = task.write_prediction_files(results, inputs, options)
+    if options.json:
         print(json.dumps(results, indent=2))
     else:
         for result in results:
-            print(result["image"])
-            for rank, prediction in enumerate(result["predictions"], 1):
-                print(f"  {rank}. {prediction['label']:<20} {prediction['score']:.4f}")
+            print(task.format_prediction(result))
+    for path in written:
+        print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,9 @@
-"""Metric modules for `evaluate`, shipped inside the package so evaluation works offline.
+"""Metrics of every task, from well-kept libraries where they exist.
 
-`evaluate.load("accuracy")` fetches its script from the Hub; these load by local path instead.
+Classification (images, video, point clouds, 3D-QA answers) uses scikit-learn's `accuracy_score` and
+`top_k_accuracy_score`; the task-specific ones (motion forecasting's minADE / minFDE / miss rate, VQAv2's soft
+accuracy, retrieval recall@k) are `evaluate` metric modules shipped in this folder and loaded by local path, so they
+work offline (`evaluate.load("accuracy")` would fetch its script from the Hub).
 """
 
 from __future__ import annotations
@@ -24,17 +27,16 @@ def load_metric(name: str, **kwargs):
 
 
 def classification_metrics(num_labels: int):
-    """A `compute_metrics(EvalPrediction) -> dict` for Trainer: accuracy, plus top-5 when there are >= 5 classes."""
-    accuracy = load_metric("accuracy")
-    top_k = load_metric("top_k_accuracy") if num_labels >= 5 else None
+    """Trainer's compute_metrics for class logits: accuracy, plus top-5 accuracy when there are more than 5 classes."""
+    from sklearn.metrics import accuracy_score, top_k_accuracy_score
 
     def compute_metrics(eval_prediction) -> dict[str, float]:
         logits = eval_prediction.predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
-        labels = eval_prediction.label_ids
-        results = accuracy.compute(predictions=np.argmax(logits, axis=-1), references=labels)
-        if top_k is not None:
-            results["top5_accuracy"] = top_k.compute(predictions=logits, references=labels, k=5)["top_k_accuracy"]
-        return {name: float(value) for name, value in results.items()}
+        labels = np.asarray(eval_prediction.label_ids)
+        results = {"accuracy": float(accuracy_score(labels, np.argmax(logits, axis=-1)))}
+        if num_labels > 5:
+            results["top5_accuracy"] = float(top_k_accuracy_score(labels, logits, k=5, labels=np.arange(num_labels)))
+        return results
 
     return compute_metrics

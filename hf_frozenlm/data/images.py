@@ -1,7 +1,7 @@
-"""Image-classification datasets for training: the builtin digits, `imagefolder:PATH`, or a Hub dataset.
+"""Image-classification datasets: the builtin digits, `imagefolder:PATH`, or a Hub dataset.
 
-Everything becomes a `datasets.DatasetDict` with `train`/`validation`/`test` splits, an `image` column of
-PIL images and a `label` column of `ClassLabel` ids, so the rest of the package never special-cases a source.
+Everything becomes a `datasets.DatasetDict` with `train`/`validation`/`test` splits, an `image` column of PIL images
+and a `label` column of `ClassLabel` ids, so the rest of the package never special-cases a source.
 """
 
 from __future__ import annotations
@@ -10,78 +10,20 @@ import io
 import logging
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+
+from ..errors import DataError
+from .splits import carve_missing_splits
 
 logger = logging.getLogger(__name__)
 
 IMAGE_COLUMN_CANDIDATES = ("image", "img")
 LABEL_COLUMN_CANDIDATES = ("label", "labels", "fine_label")
 VALIDATION_SPLIT_CANDIDATES = ("validation", "valid", "val", "dev")
-
-
-class DataError(ValueError):
-    """A dataset that cannot be trained on, with a message that says what was found and what to pass."""
-
-
-@dataclass
-class DataArguments:
-    """Where the images come from and how they are split and augmented."""
-
-    dataset: str = field(
-        default="digits",
-        metadata={"help": "`digits` (builtin, offline), `imagefolder:PATH` (class folders or a metadata file), "
-                  "or a Hub dataset name."},
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Config name of a Hub dataset."})
-    train_split: str = field(default="train", metadata={"help": "Name of the training split."})
-    validation_split: str | None = field(
-        default=None, metadata={"help": "Name of the validation split (default: validation/valid/val/dev if present)."}
-    )
-    test_split: str | None = field(default=None, metadata={"help": "Name of the test split (default: test if present)."})
-    image_column: str | None = field(default=None, metadata={"help": "Image column (default: image or img)."})
-    label_column: str | None = field(
-        default=None, metadata={"help": "Label column (default: label, labels or fine_label)."}
-    )
-    validation_fraction: float = field(
-        default=0.1, metadata={"help": "Fraction of the training split carved out as validation when there is none."}
-    )
-    test_fraction: float = field(
-        default=0.2, metadata={"help": "Fraction of the training split carved out as test when there is none."}
-    )
-    split_seed: int = field(default=42, metadata={"help": "Seed of the carved splits (independent of --seed)."})
-    strict_images: bool = field(
-        default=False, metadata={"help": "Fail on unreadable/corrupt image files instead of skipping them."}
-    )
-    augment: str = field(
-        default="auto",
-        metadata={"help": "Training augmentation (random resized crop + horizontal flip): auto (off for digits, "
-                  "whose flips change the class), on, off.", "choices": ["auto", "on", "off"]},
-    )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
-    max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Truncate the validation and test splits (debugging)."}
-    )
-
-
-@dataclass
-class ImageClassificationData:
-    """Splits with canonical `image`/`label` columns, and the label names."""
-
-    splits: "datasets.DatasetDict"  # noqa: F821
-    id2label: dict[int, str]
-    name: str
-    skipped_images: int = 0
-
-    @property
-    def label2id(self) -> dict[str, int]:
-        return {label: index for index, label in self.id2label.items()}
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.id2label)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 # -- sources ---------------------------------------------------------------------------------------------
@@ -106,7 +48,7 @@ def digits_dataset(split_seed: int = 42, validation_fraction: float = 0.1, test_
                                 test_fraction)
 
 
-def load_raw_dataset(args: DataArguments):
+def load_raw_dataset(args):
     """The source named by `--dataset` as a DatasetDict (no column or split normalisation yet)."""
     import datasets
 
@@ -114,8 +56,17 @@ def load_raw_dataset(args: DataArguments):
         path = args.dataset.split(":", 1)[1]
         if not os.path.isdir(path):
             raise DataError(f"--dataset {args.dataset}: {path!r} is not a directory.")
+        images = [name for _, _, files in os.walk(path) for name in files if name.lower().endswith(IMAGE_EXTENSIONS)]
+        if not images:
+            raise DataError(
+                f"--dataset {args.dataset}: {path} holds no image files ({', '.join(IMAGE_EXTENSIONS)}). Put each "
+                "class's images in its own sub-folder: PATH/<class name>/<image>.png."
+            )
         # Decoding is deferred (decode=False below) so that corrupt files can be counted instead of crashing.
-        return datasets.load_dataset("imagefolder", data_dir=path)
+        try:
+            return datasets.load_dataset("imagefolder", data_dir=path)
+        except (ValueError, OSError) as error:
+            raise DataError(f"--dataset {args.dataset}: datasets could not read {path} as an image folder ({error}).") from error
     try:
         return datasets.load_dataset(args.dataset, args.dataset_config)
     except Exception as error:  # many error types: offline, not found, gated, bad config
@@ -226,33 +177,7 @@ def drop_unreadable_images(splits, image_column: str, strict: bool):
     return datasets.DatasetDict(cleaned), total_skipped
 
 
-def carve_missing_splits(splits, label_column: str, seed: int, validation_fraction: float, test_fraction: float):
-    """Add `test` then `validation` carved from `train` (stratified by label when possible) if they are missing."""
-    import datasets
-
-    splits = datasets.DatasetDict(dict(splits))
-
-    def carve(train, fraction, name):
-        if not 0 < fraction < 1:
-            raise DataError(f"There is no {name} split and the {name} fraction is {fraction}; pass a value in (0, 1).")
-        stratify = label_column if isinstance(train.features.get(label_column), datasets.ClassLabel) else None
-        try:
-            parts = train.train_test_split(test_size=fraction, seed=seed, stratify_by_column=stratify)
-        except ValueError:  # too few examples per class to stratify
-            parts = train.train_test_split(test_size=fraction, seed=seed)
-        return parts["train"], parts["test"]
-
-    carved_test = "test" not in splits
-    if carved_test:
-        # Carved first, from the whole training split, so both fractions are of all labelled training data.
-        splits["train"], splits["test"] = carve(splits["train"], test_fraction, "test")
-    if "validation" not in splits:
-        fraction = validation_fraction / (1 - test_fraction) if carved_test else validation_fraction
-        splits["train"], splits["validation"] = carve(splits["train"], fraction, "validation")
-    return splits
-
-
-def load_image_classification_data(args: DataArguments) -> ImageClassificationData:
+def load_image_classification_data(args):
     """Load `--dataset`, normalise columns/labels/splits, drop unreadable images, and validate early."""
     import datasets
 
@@ -339,7 +264,7 @@ def _encode_labels(splits, original_name: str):
     return splits
 
 
-def _finish(splits, args: DataArguments, skipped: int) -> ImageClassificationData:
+def _finish(splits, args, skipped: int):
     import datasets
 
     for name in ("train", "validation", "test"):
@@ -360,38 +285,43 @@ def _finish(splits, args: DataArguments, skipped: int) -> ImageClassificationDat
     if args.max_eval_samples:
         for name in ("validation", "test"):
             splits[name] = splits[name].select(range(min(args.max_eval_samples, len(splits[name]))))
+    from ..tasks.base import TaskData
+
     id2label = dict(enumerate(label_feature.names))
-    return ImageClassificationData(splits=splits, id2label=id2label, name=args.dataset, skipped_images=skipped)
+    return TaskData(splits=splits, name=args.dataset, id2label=id2label, skipped=skipped)
 
 
 # -- augmentation (no torchvision) -------------------------------------------------------------------------
 @dataclass
 class RandomResizedCropFlip:
-    """Random resized crop (area scale, aspect ratio) and horizontal flip on PIL images, as in DeiT's recipe."""
+    """Random resized crop (area scale, aspect ratio) and horizontal flip on PIL images, as in DeiT's recipe.
+
+    Draws from Python's global `random`, which Trainer saves in every checkpoint: a resumed run crops as the
+    uninterrupted one would have.
+    """
 
     size: int
     scale: tuple[float, float] = (0.5, 1.0)  # milder than ImageNet's 0.08: small images lose objects quickly
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
-    rng: random.Random = field(default_factory=random.Random)
 
     def __call__(self, image: Image.Image) -> Image.Image:
         width, height = image.size
         area = width * height
         for _ in range(10):
-            target_area = area * self.rng.uniform(*self.scale)
+            target_area = area * random.uniform(*self.scale)
             log_ratio = (np.log(self.ratio[0]), np.log(self.ratio[1]))
-            aspect = float(np.exp(self.rng.uniform(*log_ratio)))
+            aspect = float(np.exp(random.uniform(*log_ratio)))
             w = int(round((target_area * aspect) ** 0.5))
             h = int(round((target_area / aspect) ** 0.5))
             if 0 < w <= width and 0 < h <= height:
-                left = self.rng.randint(0, width - w)
-                top = self.rng.randint(0, height - h)
+                left = random.randint(0, width - w)
+                top = random.randint(0, height - h)
                 break
         else:  # fall back to the whole image
             left, top, w, h = 0, 0, width, height
         image = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
-        if self.flip and self.rng.random() < 0.5:
+        if self.flip and random.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
 
@@ -411,5 +341,5 @@ def make_transform(image_processor, augment: RandomResizedCropFlip | None = None
     return transform
 
 
-def use_augmentation(args: DataArguments) -> bool:
+def use_augmentation(args) -> bool:
     return args.augment == "on" or (args.augment == "auto" and args.dataset != "digits")

@@ -1,0 +1,1 @@
+"""Publishing: model cards (one template, task-specific fields), pushing a run folder, the Space bundle."""

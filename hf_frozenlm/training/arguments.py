@@ -1,0 +1,287 @@
+"""The options of `hf-frozenlm train` (and `ablate`), for every task: what to build, which data, how to run.
+
+`parse_train_arguments(argv)` reads them with transformers' HfArgumentParser (every TrainingArguments option is
+accepted as transformers spells it), applies the common recipe and the task's own defaults under the user's
+options, and checks them: bad values and options that do not fit the task raise `UsageError` before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from ..errors import UsageError
+from .precision import PRECISIONS, default_precision, use_bf16
+
+
+@dataclass
+class ModelArguments:
+    """What to build: the trunk, the LLM block and how much of it trains."""
+
+    trunk: str | None = field(
+        default=None,
+        metadata={"aliases": ["--vision"],
+                  "help": "The trunk: a preset of the task's trunk (vit-tiny/small/base, videomae-small/base, "
+                  "pointbert-small, vectornet-base, vilt-b32, ...), a pretrained trunk checkpoint (Hub id or folder), "
+                  "or a saved hf_frozenlm model folder of the same task to fine-tune. Default: the task's preset "
+                  "sized for its builtin dataset, else its full-size preset."},
+    )
+    image_size: int | None = field(default=None, metadata={"help": "Resize an image/video preset to this size."})
+    patch_size: int | None = field(default=None, metadata={"help": "Patch size of an image/video preset."})
+    trunk_layers: int | None = field(
+        default=None, metadata={"aliases": ["--vision_layers"], "help": "Number of layers of the trunk preset."}
+    )
+    trunk_kwargs: str | None = field(
+        default=None,
+        metadata={"help": 'Other trunk fields as JSON, e.g. \'{"num_groups": 32, "group_size": 16}\'.'},
+    )
+    llm: str = field(
+        default="smollm2-135m",
+        metadata={"help": "LLM source: smollm2-135m (offline GGUF), an HF Hub id or folder, a .gguf file or a "
+                  "Meta-format folder."},
+    )
+    llm_layers: list[int] = field(
+        default_factory=lambda: [-1], metadata={"help": "LLM layer indices, negative from the end (e.g. -2 -1)."}
+    )
+    variant: str = field(
+        default="llm",
+        metadata={"help": "llm (frozen LLM block), mlp (the paper's control), random-llm, none (plain trunk).",
+                  "choices": ["llm", "mlp", "random-llm", "none"]},
+    )
+    llm_dtype: str = field(
+        default="float32",
+        metadata={"help": "dtype the LLM layers are stored and computed in.",
+                  "choices": ["float32", "bfloat16", "float16"]},
+    )
+    llm_trainable: bool = field(default=False, metadata={"help": "Fine-tune the LLM block (the paper's ablation)."})
+    freeze_trunk: bool = field(
+        default=False,
+        metadata={"aliases": ["--freeze_vision", "--freeze-vision"],
+                  "help": "Keep the trunk as loaded: train only the block's two linear layers and the task head."},
+    )
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank on the LLM block through peft (0: no LoRA)."})
+    lora_alpha: float | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_r)."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout."})
+    lora_target: str | None = field(
+        default=None,
+        metadata={"help": "Regex (full match) of module names that get LoRA; default: the block's attention "
+                  "projections."},
+    )
+    mixup: float = field(default=0.0, metadata={"help": "Mixup Beta(alpha, alpha) parameter; 0 disables (images)."})
+    cutmix: float = field(default=0.0, metadata={"help": "CutMix Beta(alpha, alpha) parameter; 0 disables (images)."})
+
+    def trunk_overrides(self) -> dict:
+        """--trunk_kwargs as a dict (UsageError when it is not a JSON object)."""
+        if not self.trunk_kwargs:
+            return {}
+        try:
+            value = json.loads(self.trunk_kwargs)
+        except json.JSONDecodeError as error:
+            raise UsageError(f"--trunk_kwargs {self.trunk_kwargs!r} is not valid JSON ({error}).") from error
+        if not isinstance(value, dict):
+            raise UsageError(f"--trunk_kwargs must be a JSON object of trunk fields; got {self.trunk_kwargs!r}.")
+        return value
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how it is split and augmented."""
+
+    dataset: str | None = field(
+        default=None,
+        metadata={"help": "The task's builtin (default, offline) or its file formats; see `hf-frozenlm train --task T "
+                  "--help` and docs/tasks.md. Image classification: digits, imagefolder:PATH or a Hub dataset name."},
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Config name of a Hub dataset."})
+    train_split: str = field(default="train", metadata={"help": "Name of the training split."})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "Name of the validation split (default: validation/valid/val/dev if present)."}
+    )
+    test_split: str | None = field(default=None, metadata={"help": "Name of the test split (default: test if present)."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: image or img)."})
+    label_column: str | None = field(
+        default=None, metadata={"help": "Label column (default: label, labels or fine_label)."}
+    )
+    validation_fraction: float = field(
+        default=0.1, metadata={"help": "Fraction of the training split carved out as validation when there is none."}
+    )
+    test_fraction: float = field(
+        default=0.2, metadata={"help": "Fraction of the training split carved out as test when there is none."}
+    )
+    split_seed: int = field(default=42, metadata={"help": "Seed of the carved splits (independent of --seed)."})
+    strict_images: bool = field(
+        default=False, metadata={"help": "Fail on unreadable/corrupt image files instead of skipping them."}
+    )
+    augment: str = field(
+        default="auto",
+        metadata={"help": "Training augmentation: auto (the task's choice for its data), on, off.",
+                  "choices": ["auto", "on", "off"]},
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the validation and test splits (debugging)."}
+    )
+
+
+@dataclass
+class RunArguments:
+    """Which task, and run options that TrainingArguments does not carry."""
+
+    task: str = field(
+        default="image-classification",
+        metadata={"help": "The task; `hf-frozenlm train --help` lists them. Each has an offline builtin dataset."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Write into an existing, non-empty --output_dir (refused otherwise)."}
+    )
+    cpu_threads: int | None = field(
+        default=None,
+        metadata={"help": "torch threads per process when training on CPU (default: OMP_NUM_THREADS if set, else 1)."},
+    )
+    precision: str = field(
+        default_factory=default_precision,
+        metadata={"help": "auto: bf16 autocast where the hardware multiplies bf16 natively (GPU, AMX, AVX512-BF16), "
+                  "fp32 elsewhere; fp32 / bf16 force one (also HF_FROZENLM_PRECISION). --bf16/--fp16 win when given.",
+                  "choices": list(PRECISIONS)},
+    )
+
+
+# The recipe every task starts from (a task's `training_defaults` and then the user's options override it).
+COMMON_TRAINING_DEFAULTS = dict(
+    num_train_epochs=10,
+    per_device_train_batch_size=64,
+    per_device_eval_batch_size=256,
+    learning_rate=1e-3,
+    weight_decay=0.05,
+    lr_scheduler_type="cosine",
+    warmup_steps=0.1,  # < 1: a fraction of the total steps
+    label_smoothing_factor=0.0,
+    eval_strategy="epoch",
+    save_strategy="epoch",
+    save_total_limit=1,
+    logging_steps=10,
+    report_to="none",
+    remove_unused_columns=False,  # the collators read the raw columns
+    label_names=["labels"],
+    ddp_find_unused_parameters=False,  # every trainable parameter is used; the frozen ones are not registered
+    dataloader_num_workers=0,
+    seed=42,
+)
+
+
+@dataclass
+class TrainArguments:
+    """Everything one training run is made of (what `train_task` takes)."""
+
+    task: object  # hf_frozenlm.tasks.base.Task
+    model: ModelArguments
+    data: DataArguments
+    run: RunArguments
+    training: object  # transformers.TrainingArguments
+    argv: list[str] = field(default_factory=list)  # the command line as given (for the run folder, redacted there)
+
+
+def option_given(argv: list[str], option: str) -> bool:
+    """Whether `--option` (or `--option-with-dashes`) appears in argv."""
+    spellings = (f"--{option}", f"--{option.replace('_', '-')}")
+    return any(arg == s or arg.startswith(s + "=") for arg in argv for s in spellings)
+
+
+def _parser(defaults: dict):
+    from transformers import HfArgumentParser, TrainingArguments
+
+    class Parser(HfArgumentParser):
+        def error(self, message):  # argparse would exit; the library reports, the CLI decides
+            raise UsageError(f"{self.prog}: {message}")
+
+    parser = Parser((ModelArguments, DataArguments, RunArguments, TrainingArguments), prog="hf-frozenlm train")
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def build_train_parser(task_name: str = "image-classification"):
+    """The HfArgumentParser of `train` with the common and the task's defaults (for --help and the commands)."""
+    import torch
+
+    from ..tasks import get_task
+
+    task = get_task(task_name)
+    return _parser({**COMMON_TRAINING_DEFAULTS, **task.training_defaults, "use_cpu": not torch.cuda.is_available()})
+
+
+def parse_train_arguments(argv: list[str]) -> TrainArguments:
+    """argv -> TrainArguments with defaults resolved and every option checked (UsageError otherwise)."""
+    import argparse
+
+    from ..tasks import TASK_NAMES, get_task
+
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--task", default="image-classification")
+    task_name = peek.parse_known_args(argv)[0].task
+    if task_name not in TASK_NAMES:
+        raise UsageError(f"--task {task_name!r} is not a task; tasks: {', '.join(TASK_NAMES)}.")
+    task = get_task(task_name)
+    model_args, data_args, run_args, training_args = build_train_parser(task_name).parse_args_into_dataclasses(
+        args=list(argv)
+    )
+    if not option_given(argv, "bf16") and not option_given(argv, "fp16"):
+        training_args.bf16 = use_bf16(run_args.precision, training_args.use_cpu)
+    if not option_given(argv, "output_dir"):
+        training_args.output_dir = default_output_dir(task, model_args, data_args)
+    arguments = TrainArguments(task, model_args, data_args, run_args, training_args, list(argv))
+    check_train_arguments(arguments)
+    return arguments
+
+
+def default_output_dir(task, model_args: ModelArguments, data_args: DataArguments) -> str:
+    """runs/<dataset>-<trunk>-<variant>[-lora<r>]: the folder a run writes when --output_dir is not given."""
+    dataset = task.dataset_name(data_args)
+    dataset = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1].split(",")[0] or "dataset"
+    trunk, _ = task.trunk(model_args, data_args)
+    trunk = os.path.basename(str(trunk).rstrip("/")) if isinstance(trunk, str) else "trunk"
+    suffix = f"-lora{model_args.lora_r}" if model_args.lora_r else ""
+    return os.path.join("runs", f"{dataset}-{trunk}-{model_args.variant}{suffix}")
+
+
+def check_train_arguments(arguments: TrainArguments) -> None:
+    """Refuse option values that would crash later or silently train nothing, with what to pass instead."""
+    task, model, run, training = arguments.task, arguments.model, arguments.run, arguments.training
+    if training.learning_rate <= 0:
+        raise UsageError(f"--learning_rate {training.learning_rate}: pass a positive learning rate, e.g. 1e-3.")
+    if training.max_steps <= 0 and training.num_train_epochs <= 0:
+        raise UsageError(
+            f"--num_train_epochs {training.num_train_epochs}: pass a positive number of epochs (or --max_steps N), "
+            "or nothing would be trained."
+        )
+    for option in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(training, option) < 1:
+            raise UsageError(f"--{option} {getattr(training, option)}: pass 1 or more.")
+    if training.weight_decay < 0 or training.warmup_steps < 0:
+        raise UsageError("--weight_decay and --warmup_steps must not be negative.")
+    if not 0 <= training.label_smoothing_factor < 1:
+        raise UsageError(f"--label_smoothing_factor {training.label_smoothing_factor}: pass a value in [0, 1).")
+    if training.label_smoothing_factor > 0 and not task.labels_are_classes:
+        raise UsageError(
+            f"--label_smoothing_factor applies to class labels; {task.name} labels are {task.model_class.output_kind}. "
+            "Leave it at 0 for this task."
+        )
+    if (model.mixup or model.cutmix) and not task.supports_mixup:
+        raise UsageError(f"--mixup / --cutmix mix images; {task.name} has no images to mix.")
+    if model.mixup < 0 or model.cutmix < 0:
+        raise UsageError("--mixup and --cutmix take a Beta parameter >= 0 (0 disables).")
+    if model.lora_r < 0:
+        raise UsageError(f"--lora_r {model.lora_r}: pass a positive rank, or 0 for no LoRA.")
+    if model.lora_r and model.variant not in ("llm", "random-llm"):
+        raise UsageError(f"--lora_r needs an LLM block; variant {model.variant!r} has none.")
+    if model.lora_r and model.llm_trainable:
+        raise UsageError("--lora_r and --llm_trainable both train the LLM block; pick one.")
+    if run.cpu_threads is not None and run.cpu_threads < 1:
+        raise UsageError(f"--cpu_threads {run.cpu_threads}: pass 1 or more.")
+    if training.push_to_hub:
+        raise UsageError("--push_to_hub: publish a finished run with `hf-frozenlm push RUN_DIR REPO_ID`, which checks "
+                         "the folder, writes the model card and keeps secrets out of the upload.")
+    output_dir = training.output_dir
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise UsageError(f"--output_dir {output_dir!r} is a file, not a folder; pass a folder path.")
+    task.trunk(model, arguments.data)  # unknown trunk fields and bad --trunk_kwargs fail now, not mid-run

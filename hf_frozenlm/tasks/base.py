@@ -242,6 +242,11 @@ class Task:
         """Files `predict` writes beside its text output (motion: a PNG of each scene). Default: none."""
         return []
 
+    def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
+        """Write `count` test-split examples as the files `predict` reads; returns (paths, extra predict options such
+        as ["--question", "..."]). Used by the docs, the Space and the end-to-end tests."""
+        raise NotImplementedError
+
     # -- publishing -------------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:
         """Python that loads the published model with transformers alone and runs it on a made-up input."""

@@ -124,6 +124,16 @@ class ImageClassificationTask(ClassificationTask):
         top = self.top_labels(logits, model.config.id2label, options.top_k)
         return [{"input": path, "predictions": predictions} for path, predictions in zip(options.inputs, top)]
 
+    def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
+        os.makedirs(folder, exist_ok=True)
+        split = data.splits["test"]
+        paths = []
+        for index in range(min(count, len(split))):
+            path = os.path.join(folder, f"example_{index}_{data.id2label[int(split[index]['label'])]}.png")
+            to_rgb(split[index]["image"]).save(path)
+            paths.append(path)
+        return paths, []
+
     # -- publishing -----------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:
         size = config.vision_config.image_size

@@ -113,8 +113,28 @@ def install_log_redaction(secrets=()) -> None:
 
 # Text files a run or model folder may hold; weights are binary and skipped.
 _TEXT_SUFFIXES = {".json", ".md", ".sh", ".txt", ".yaml", ".yml", ".py", ".csv", ".cfg", ".ini", ".toml", ".jsonl"}
-_SECRET_FIELD = re.compile(r"""["']?(?P<name>[A-Za-z0-9_-]+)["']?\s*[:=]\s*["'](?P<value>[^"']+)["']""")
-_SECRET_OPTION = re.compile(r"(?P<name>--[A-Za-z0-9_-]+)[ =](?P<value>[^\s\"']+)")
+# A field with a value: "name": "value" (JSON), name: value (YAML front matter), --name value / --name=value (shell).
+_JSON_FIELD = re.compile(r'"(?P<name>[A-Za-z0-9_-]+)"\s*:\s*"(?P<value>[^"]*)"')
+_YAML_FIELD = re.compile(r"^\s*(?P<name>[A-Za-z0-9_-]+)\s*:\s*(?P<value>[^\s#]+)\s*$")
+_OPTION = re.compile(r"(?P<name>--[A-Za-z0-9_-]+)(?:=|\s+)(?P<value>[^\s\"']+)")
+
+
+def _named_secret(path: Path, line: str) -> str | None:
+    """The name of a secret field or option with a real value on this line, if any (code files are not parsed:
+    their names are identifiers, not settings)."""
+    suffix = path.suffix.lower()
+    if suffix == ".py":
+        return None
+    patterns = [_OPTION]
+    if suffix in (".json", ".jsonl"):
+        patterns = [_JSON_FIELD]
+    elif suffix in (".yaml", ".yml", ".md", ".cfg", ".ini", ".toml"):
+        patterns = [_YAML_FIELD, _OPTION]
+    for pattern in patterns:
+        for match in pattern.finditer(line):
+            if is_secret_name(match["name"]) and not _MASKS.match(match["value"]):
+                return match["name"].lstrip("-")
+    return None
 
 
 def find_secrets(folder) -> list[str]:
@@ -133,9 +153,6 @@ def find_secrets(folder) -> list[str]:
                 found.append(f"{where}: an access token")
             elif _URL_CREDENTIALS.search(line):
                 found.append(f"{where}: credentials in a URL")
-            else:
-                for match in [*_SECRET_FIELD.finditer(line), *_SECRET_OPTION.finditer(line)]:
-                    if is_secret_name(match["name"]) and not _MASKS.match(match["value"]):
-                        found.append(f"{where}: a value for {match['name'].lstrip('-')}")
-                        break
+            elif (name := _named_secret(path, line)) is not None:
+                found.append(f"{where}: a value for {name}")
     return found

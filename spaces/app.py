@@ -26,7 +26,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 try:  # on the Space: the copy push-space put beside this file
     from frozenlm_maps import frozen_block_variant, predict_with_maps
 except ImportError:  # a checkout or an installed package (`hf-frozenlm demo`, tests)
-    from hf_frozenlm.frozenlm_maps import frozen_block_variant, predict_with_maps
+    from hf_frozenlm.analysis.frozenlm_maps import frozen_block_variant, predict_with_maps
 
 logger = logging.getLogger("frozenlm_space")
 
@@ -46,6 +46,25 @@ STAGE_TITLES = {"trunk": "trunk output", "block": "after block"}  # short: galle
 
 class InputProblem(ValueError):
     """An input the demo cannot classify; its message is shown to the user as is."""
+
+
+def check_pixel_count(width: int, height: int, what: str = "That image") -> None:
+    """The one size limit of every input path (uploads, sketches, examples), checked on the header, before decoding."""
+    if width * height > MAX_INPUT_PIXELS:
+        raise InputProblem(
+            f"{what} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the demo takes up to "
+            f"{MAX_INPUT_PIXELS / 1e6:.0f}. Please downscale it first."
+        )
+
+
+def image_header_size(source) -> tuple[int, int]:
+    """(width, height) from an image file's header (a path or bytes), without decoding the pixels."""
+    import io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+            return image.size
 
 
 # -- inputs -> one RGB image ---------------------------------------------------------------------------------
@@ -74,12 +93,7 @@ def open_upload(path: str | None) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below is tighter
             with Image.open(path) as image:
-                width, height = image.size
-                if width * height > MAX_INPUT_PIXELS:
-                    raise InputProblem(
-                        f"That image is {width}x{height} ({width * height / 1e6:.0f} megapixels); the demo takes up to "
-                        f"{MAX_INPUT_PIXELS / 1e6:.0f}. Please downscale it first."
-                    )
+                check_pixel_count(*image.size)
                 # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: a huge photo never exists at full size.
                 image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
                 upright = ImageOps.exif_transpose(image)
@@ -103,12 +117,16 @@ def sketch_to_image(value) -> Image.Image:
     would reach it as a few light-grey pixels (a drawn 1 and 7 were read as 2). So the drawing is cropped,
     centred in a square with a margin, and its strokes widened; that made every test sketch read correctly.
     """
+    if isinstance(value, dict) and value.get("refused"):
+        raise InputProblem(value["refused"])
     composite = value.get("composite") if isinstance(value, dict) else value
     if composite is None:
         raise InputProblem("The sketch is empty: draw a digit first.")
     if isinstance(composite, (str, Path)):  # type="filepath" callers
+        check_pixel_count(*image_header_size(composite), what="That drawing")
         with Image.open(composite) as opened:
             composite = np.asarray(opened)
+    check_pixel_count(np.asarray(composite).shape[1], np.asarray(composite).shape[0], what="That drawing")
     image = to_rgb_on_white(Image.fromarray(np.asarray(composite).astype(np.uint8)))
     grey = np.asarray(image.convert("L"))
     rows, cols = np.nonzero(grey < INK_THRESHOLD)
@@ -217,21 +235,22 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
     if frozen_block_variant(main.model) is None:
         logger.warning("%s has no frozen block: only trunk maps will show.", model_id)
 
-    def run(image: Image.Image):
-        started = time.perf_counter()
+    def run(image: Image.Image, started: float):
         labels, tiles = main.classify(image)
         base_labels, base_tiles = baseline.classify(image) if baseline else (None, None)
+        # The whole request: reading and preparing the input as well as the model calls.
         elapsed_ms = (time.perf_counter() - started) * 1000
         best = next(iter(labels))
-        status = f"Predicted **{best}** ({labels[best]:.0%}) in {elapsed_ms:.0f} ms on CPU, maps included."
+        status = f"Predicted **{best}** ({labels[best]:.0%}) in {elapsed_ms:.0f} ms on CPU, input and maps included."
         return labels, tiles, status, base_labels, base_tiles
 
     def guarded(prepare):
         """Input problems become a message in the UI; anything unexpected is logged, never shown as a trace."""
 
         def handler(value):
+            started = time.perf_counter()
             try:
-                return run(prepare(value))
+                return run(prepare(value), started)
             except InputProblem as problem:
                 raise gr.Error(str(problem)) from None
             except Exception:
@@ -261,10 +280,10 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
                     if examples:
                         gr.Examples(examples, inputs=upload, label="Examples (handwritten digits)", elem_id="examples")
                 with gr.Tab("Draw"):
-                    sketch = gr.Sketchpad(
+                    sketch = refuse_oversized_sketches(gr.Sketchpad(
                         type="numpy", image_mode="RGBA", label="Draw a digit (dark ink on white)", height=280,
                         brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
-                    )
+                    ))
                     sketch_button = gr.Button("Classify drawing", variant="primary")
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image, pick an example or draw a digit.", label="status",
@@ -309,6 +328,35 @@ def pass_unreadable_uploads_on(image: gr.Image) -> gr.Image:
 
     image.preprocess = preprocess_or_pass_path
     return image
+
+
+def refuse_oversized_sketches(sketchpad):
+    """Make `sketchpad` check every image of a submission (background, layers, composite) against the pixel limit
+    on its header, before gradio decodes them: a small PNG can hold a 13000 x 13000 canvas, gigabytes once decoded.
+    An oversized one reaches the handler as {"refused": message}. (The instance's method is wrapped, as for uploads.)"""
+    preprocess = sketchpad.preprocess
+
+    def preprocess_within_limit(payload):
+        if payload is not None:
+            # Files uploaded with the request, or the bytes the browser streamed ahead (payload.id names them).
+            stored = sketchpad.blob_storage.get(payload.id) if payload.id is not None else payload
+            parts = [stored.background, stored.composite, *(stored.layers or [])] if stored is not None else []
+            for part in (p for p in parts if p is not None):
+                source = part if isinstance(part, bytes) else getattr(part, "path", None)
+                if source is None:
+                    continue
+                try:
+                    check_pixel_count(*image_header_size(source), what="That drawing")
+                except InputProblem as problem:
+                    return {"refused": str(problem)}
+                except (OSError, SyntaxError, ValueError):
+                    return {"refused": "The drawing could not be read as an image; please draw again."}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, tighter limit applies
+            return preprocess(payload)
+
+    sketchpad.preprocess = preprocess_within_limit
+    return sketchpad
 
 
 LAUNCH_OPTIONS = dict(

@@ -1,24 +1,27 @@
-"""The ablation study behind `hf-frozenlm ablate`: the paper's controls (section 3), one recipe, several seeds.
+"""The ablation study behind `hf-frozenlm ablate`: the paper's controls (section 3), one recipe, several seeds, for
+any task.
 
-Every run is an ordinary `hf-frozenlm train` call (the same function, the same options); the study only varies
-the block (variant, LLM layers, frozen or fine-tuned) and the seed, then collects the run folders' metrics.json
-into one CSV, a table of mean +- std with the per-seed paired difference against the plain trunk, a plot, and the
-information-filtering mIoU (paper section 4) of "none" vs "llm" trained on the masked-digits builtin.
+Every run is the ordinary training loop (`train_task`) on the same `TrainArguments`; the study only varies the block
+(variant, LLM layers, frozen or fine-tuned) and the seed, then collects the runs' metrics into one CSV, a table of
+mean +- std of the task's primary metric with the per-seed paired difference against the plain trunk, a plot, and
+(for image classification) the information-filtering mIoU (paper section 4) of "none" vs "llm" trained on the
+masked-digits builtin.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ..redaction import redact_argv
 
 
 @dataclass(frozen=True)
@@ -47,83 +50,51 @@ ARMS: tuple[StudyArm, ...] = (
 ARM_BY_NAME = {arm.name: arm for arm in ARMS}
 BASELINE = "none"
 
-# The study's per-run budget, shared by every arm. Shorter than the main job (10 epochs) so that 8 arms x 5 seeds
-# fit in an hour on 2 CPU cores; measured figures are in README.md ("Does it work?"). Any of these can be overridden with the
-# training option of the same name, which then applies to every arm alike.
+# The study's per-run budget, shared by every arm: TrainingArguments values applied unless the user passed the option.
+# Shorter than the main job (10 epochs) so that 8 arms x 5 seeds fit in an hour on 2 CPU cores; measured figures are in
+# docs/analysis.md and results/.
 STUDY_TRAINING_DEFAULTS = {
-    "num_train_epochs": "4",
+    "num_train_epochs": 4,
     # No per-epoch evaluation or checkpoints: the study reads the final validation/test metrics only.
     "eval_strategy": "no",
     "save_strategy": "no",
-    "logging_steps": "20",
-    "disable_tqdm": "true",  # progress bars would bury the study's log
+    "logging_steps": 20,
+    "disable_tqdm": True,  # progress bars would bury the study's log
 }
-QUICK_TRAINING = {"max_steps": "2", "max_train_samples": "64", "max_eval_samples": "32",
-                  "per_device_train_batch_size": "16", "per_device_eval_batch_size": "32", "logging_steps": "1"}
+QUICK_TRAINING = {"max_steps": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32, "logging_steps": 1}
+QUICK_DATA = {"max_train_samples": 64, "max_eval_samples": 32}
 
 # Options the study sets per run; passing them through would make every arm the same.
 CONTROLLED_OPTIONS = ("variant", "llm_layers", "llm_trainable", "seed", "output_dir", "overwrite_output_dir")
 
 CSV_FIELDS = [
-    "arm", "variant", "llm_layers", "llm_trainable", "seed", "test_accuracy", "val_accuracy", "test_loss",
-    "train_runtime_s", "wall_s", "dataset", "vision", "llm", "budget", "hf_frozenlm", "torch", "transformers",
+    "arm", "variant", "llm_layers", "llm_trainable", "seed", "metric", "test_score", "val_score", "test_loss",
+    "train_runtime_s", "wall_s", "task", "dataset", "trunk", "llm", "budget", "hf_frozenlm", "torch", "transformers",
     "python", "git_commit", "git_dirty", "command", "train_command",
 ]
 
 
-# -- options ----------------------------------------------------------------------------------------------
-def option_given(argv: list[str], option: str) -> bool:
-    spellings = (f"--{option}", f"--{option.replace('_', '-')}")
-    return any(arg == s or arg.startswith(s + "=") for arg in argv for s in spellings)
+def apply_study_defaults(arguments, argv: list[str], quick: bool = False):
+    """The study's budget (and the quick mode's) on the parsed training arguments, unless `argv` set the option."""
+    from ..training.arguments import option_given
 
-
-def option_value(argv: list[str], option: str, default=None):
-    """The value of `--option VALUE` / `--option=VALUE` in a training argv (last one wins, as argparse does)."""
-    spellings = (f"--{option}", f"--{option.replace('_', '-')}")
-    value = default
-    for index, arg in enumerate(argv):
-        for s in spellings:
-            if arg == s and index + 1 < len(argv):
-                value = argv[index + 1]
-            elif arg.startswith(s + "="):
-                value = arg.split("=", 1)[1]
-    return value
-
-
-def drop_options(argv: list[str], options) -> list[str]:
-    """argv without the named options and their values (the study sets them itself)."""
-    spellings = {f"--{o}" for o in options} | {f"--{o.replace('_', '-')}" for o in options}
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            if arg.startswith("--"):
-                skip = False
-            else:
-                continue
-        name = arg.split("=", 1)[0]
-        if name in spellings:
-            skip = "=" not in arg
-            continue
-        kept.append(arg)
-    return kept
-
-
-def with_defaults(train_argv: list[str], defaults: dict[str, str]) -> list[str]:
-    """train_argv plus every default the user did not pass; a given max_steps also overrides the epoch budget."""
-    argv = list(train_argv)
+    defaults = {**STUDY_TRAINING_DEFAULTS, **(QUICK_TRAINING if quick else {})}
+    if option_given(argv, "max_steps"):
+        defaults.pop("num_train_epochs", None)  # a given step budget also replaces the epoch budget
     for option, value in defaults.items():
-        if option == "num_train_epochs" and option_given(train_argv, "max_steps"):
-            continue
-        if not option_given(train_argv, option):
-            argv += [f"--{option}", value]
-    return argv
+        if not option_given(argv, option):
+            setattr(arguments.training, option, value)
+    if quick:
+        for option, value in QUICK_DATA.items():
+            if not option_given(argv, option):
+                setattr(arguments.data, option, value)
+    return arguments
 
 
-def describe_budget(train_argv: list[str]) -> str:
-    steps = option_value(train_argv, "max_steps")
-    if steps is not None and int(steps) > 0:
-        return f"{steps} steps"
-    return f"{option_value(train_argv, 'num_train_epochs', '10')} epochs"
+def describe_budget(training) -> str:
+    if training.max_steps and training.max_steps > 0:
+        return f"{training.max_steps} steps"
+    return f"{training.num_train_epochs:g} epochs"
 
 
 def resolve_layers(spec: str, num_layers: int) -> list[int]:
@@ -131,14 +102,11 @@ def resolve_layers(spec: str, num_layers: int) -> list[int]:
     return {"": [], "last": [-1], "first": [0], "middle": [num_layers // 2], "last2": [-2, -1]}[spec]
 
 
-def llm_depth(train_argv: list[str]) -> int:
+def llm_depth(model_args) -> int:
     """Number of layers of the LLM the runs use (reads its config only, no weights)."""
-    from .training import ModelArguments
+    from ..modeling import load_llm_config
 
-    from . import load_llm_config
-
-    source = option_value(train_argv, "llm", ModelArguments().llm)
-    return int(load_llm_config(source).num_hidden_layers)
+    return int(load_llm_config(model_args.llm).num_hidden_layers)
 
 
 # -- provenance -------------------------------------------------------------------------------------------
@@ -147,9 +115,9 @@ def environment() -> dict[str, str]:
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     commit, dirty = "unknown", ""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -165,25 +133,28 @@ def environment() -> dict[str, str]:
 
 
 # -- one run ----------------------------------------------------------------------------------------------
-def train_argv_for(base_argv: list[str], arm: StudyArm, layers: list[int], seed: int, output_dir: str) -> list[str]:
-    argv = list(base_argv) + ["--variant", arm.variant, "--seed", str(seed), "--output_dir", output_dir,
-                              "--overwrite_output_dir"]
-    if layers:
-        argv += ["--llm_layers", *map(str, layers)]
-    if arm.llm_trainable:
-        argv += ["--llm_trainable"]
-    return argv
+def arm_arguments(base, arm: StudyArm, layers: list[int], seed: int, output_dir: str):
+    """The base TrainArguments with this arm's block, this seed and its own run folder."""
+    import copy
+    from dataclasses import replace
+
+    arguments = copy.deepcopy(base)
+    arguments.model = replace(arguments.model, variant=arm.variant, llm_trainable=arm.llm_trainable,
+                              llm_layers=list(layers) or arguments.model.llm_layers)
+    arguments.run = replace(arguments.run, overwrite_output_dir=True)
+    arguments.training.seed = seed
+    arguments.training.output_dir = output_dir
+    arguments.argv = [*arguments.argv, "--variant", arm.variant, "--seed", str(seed), "--output_dir", output_dir,
+                      *(["--llm_layers", *map(str, layers)] if layers else []),
+                      *(["--llm_trainable"] if arm.llm_trainable else [])]
+    return arguments
 
 
-def run_training(train_argv: list[str]) -> dict:
-    """One `hf-frozenlm train` call in this process; returns its metrics.json."""
-    from .commands import train
+def run_training(arguments) -> dict:
+    """One run of the training loop in this process; returns its metrics."""
+    from ..training.loop import train_task
 
-    status = train.main(train_argv)
-    if status:
-        raise RuntimeError(f"hf-frozenlm train {' '.join(train_argv)} exited with {status}")
-    with open(os.path.join(option_value(train_argv, "output_dir"), "metrics.json"), encoding="utf-8") as handle:
-        return json.load(handle)
+    return train_task(arguments)
 
 
 def drop_weights(run_dir: str) -> None:
@@ -202,8 +173,24 @@ def write_runs_csv(rows: list[dict], path) -> None:
 
 
 def read_runs_csv(path) -> list[dict]:
+    """The study's rows; files written before the study became task-generic (test_accuracy / val_accuracy columns)
+    are read as metric "accuracy"."""
     with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        if "test_score" not in row and "test_accuracy" in row:
+            row.update(metric="accuracy", test_score=row.pop("test_accuracy"), val_score=row.pop("val_accuracy"),
+                       task="image-classification", trunk=row.pop("vision", ""))
+    return rows
+
+
+def metric_of(rows: list[dict]) -> tuple[str, bool]:
+    """(the study's metric, whether higher is better), from its rows' task."""
+    from ..tasks import TASKS
+
+    metric = rows[0]["metric"] if rows else "accuracy"
+    task = TASKS.get(rows[0].get("task", "image-classification")) if rows else None
+    return metric, task.greater_is_better if task is not None and task.primary_metric == metric else True
 
 
 def paired_test(differences: list[float]) -> tuple[str, float]:
@@ -232,52 +219,69 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    """Per arm (in study order): seeds, mean/std of test and validation accuracy, runtime, and the paired
-    difference in test accuracy against the plain trunk on the seeds both have."""
+    """Per arm (in study order): seeds, mean/std of the test and validation score, runtime, and the paired difference
+    of the test score against the plain trunk on the seeds both have ("wins" count improvements: higher or lower, as
+    the metric says)."""
+    _, greater_is_better = metric_of(rows)
     by_arm: dict[str, list[dict]] = {}
     for row in rows:
         by_arm.setdefault(row["arm"], []).append(row)
     order = [arm.name for arm in ARMS if arm.name in by_arm] + sorted(set(by_arm) - set(ARM_BY_NAME))
-    baseline = {int(r["seed"]): float(r["test_accuracy"]) for r in by_arm.get(BASELINE, [])}
+    baseline = {int(r["seed"]): float(r["test_score"]) for r in by_arm.get(BASELINE, [])}
     summary = []
     for name in order:
         runs = sorted(by_arm[name], key=lambda r: int(r["seed"]))
-        test = [float(r["test_accuracy"]) for r in runs]
-        val = [float(r["val_accuracy"]) for r in runs]
+        test = [float(r["test_score"]) for r in runs]
+        val = [float(r["val_score"]) for r in runs]
         entry = dict(arm=name, llm_layers=runs[0]["llm_layers"], seeds=[int(r["seed"]) for r in runs],
                      test=_mean_std(test), val=_mean_std(val),
                      runtime=statistics.fmean(float(r["wall_s"]) for r in runs))
         if name != BASELINE and baseline:
-            diffs = [float(r["test_accuracy"]) - baseline[int(r["seed"])] for r in runs if int(r["seed"]) in baseline]
+            diffs = [float(r["test_score"]) - baseline[int(r["seed"])] for r in runs if int(r["seed"]) in baseline]
             if diffs:
                 entry["diff"] = _mean_std(diffs)
-                entry["wins"] = (sum(d > 0 for d in diffs), len(diffs))
+                entry["wins"] = (sum((d > 0) if greater_is_better else (d < 0) for d in diffs), len(diffs))
                 entry["test_name"], entry["p"] = paired_test(diffs)
         summary.append(entry)
     return summary
 
 
-def _pct(pair: tuple[float, float], signed: bool = False) -> str:
+def _format(pair: tuple[float, float], percent: bool, signed: bool = False) -> str:
     mean, std = pair
-    return f"{100 * mean:+.2f} ± {100 * std:.2f}" if signed else f"{100 * mean:.2f} ± {100 * std:.2f}"
+    scale, digits = (100, 2) if percent else (1, 3)
+    return f"{scale * mean:{'+' if signed else ''}.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def _is_fraction(metric: str) -> bool:
+    """Accuracy-like metrics in [0, 1] are shown in percent (and differences in percentage points)."""
+    return any(part in metric for part in ("accuracy", "exact_match", "R@", "miss_rate"))
 
 
 def markdown_table(rows: list[dict]) -> str:
-    """The study's table: accuracy in %, mean ± sample std over seeds; Δ is arm minus none on the same seed."""
-    summary = summarize(rows)
-    lines = ["| arm | LLM layers | seeds | test acc. (%) | val acc. (%) | Δ test vs none (pp) | better/seeds | p | "
-             "s/run |",
+    """The study's table: the metric (in % for accuracies), mean ± sample std over seeds; Δ is arm minus none on the
+    same seed."""
+    metric, greater_is_better = metric_of(rows)
+    percent = _is_fraction(metric)
+    if metric == "accuracy":
+        names = ("test acc. (%)", "val acc. (%)", "Δ test vs none (pp)")
+    else:
+        unit = " (%)" if percent else ""
+        names = (f"test {metric}{unit}", f"val {metric}{unit}", f"Δ test vs none{' (pp)' if percent else ''}")
+    lines = [f"| arm | LLM layers | seeds | {names[0]} | {names[1]} | {names[2]} | better/seeds | p | s/run |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for entry in summary:
+    for entry in summarize(rows):
         if "diff" in entry:
             p = entry["p"]
-            diff, wins = _pct(entry["diff"], signed=True), f"{entry['wins'][0]}/{entry['wins'][1]}"
+            diff, wins = _format(entry["diff"], percent, signed=True), f"{entry['wins'][0]}/{entry['wins'][1]}"
             p_text = "n/a" if math.isnan(p) else ("< 0.001" if p < 0.0005 else f"{p:.3f}")
         else:
             diff, wins, p_text = "—", "—", "—"
         layers = entry["llm_layers"] or "—"
-        lines.append(f"| {entry['arm']} | {layers} | {len(entry['seeds'])} | {_pct(entry['test'])} | "
-                     f"{_pct(entry['val'])} | {diff} | {wins} | {p_text} | {entry['runtime']:.0f} |")
+        lines.append(f"| {entry['arm']} | {layers} | {len(entry['seeds'])} | {_format(entry['test'], percent)} | "
+                     f"{_format(entry['val'], percent)} | {diff} | {wins} | {p_text} | {entry['runtime']:.0f} |")
+    if not greater_is_better:
+        lines.append("")
+        lines.append(f"Lower {metric} is better; better/seeds counts seeds where the arm's {metric} is below none's.")
     return "\n".join(lines) + "\n"
 
 
@@ -287,30 +291,36 @@ def test_name_used(rows: list[dict]) -> str:
 
 
 def plot_runs(rows: list[dict], path) -> None:
-    """Test accuracy per arm: one dot per seed and the mean ± std as an error bar (no bars: the y axis is cut to
+    """The test score per arm: one dot per seed and the mean ± std as an error bar (no bars: the y axis is cut to
     the data's range, and cut bars would exaggerate differences), with the plain trunk's mean as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric, greater_is_better = metric_of(rows)
+    scale = 100 if _is_fraction(metric) else 1
     summary = summarize(rows)
     fig, axis = plt.subplots(figsize=(1.1 * len(summary) + 2, 4))
     for index, entry in enumerate(summary):
-        values = [100 * float(r["test_accuracy"]) for r in rows if r["arm"] == entry["arm"]]
+        values = [scale * float(r["test_score"]) for r in rows if r["arm"] == entry["arm"]]
         offsets = [0.25 * (k - (len(values) - 1) / 2) / max(len(values) - 1, 1) for k in range(len(values))]
         axis.plot([index + o for o in offsets], values, "o", color="black", markersize=3, alpha=0.6)
         colour = "tab:gray" if entry["arm"] == BASELINE else "tab:blue"
-        axis.errorbar(index + 0.25, 100 * entry["test"][0], yerr=100 * entry["test"][1], fmt="D", color=colour,
+        axis.errorbar(index + 0.25, scale * entry["test"][0], yerr=scale * entry["test"][1], fmt="D", color=colour,
                       capsize=4, markersize=6)
     if summary and summary[0]["arm"] == BASELINE:
-        axis.axhline(100 * summary[0]["test"][0], color="tab:gray", linestyle="--", linewidth=1, label="none (mean)")
-        axis.legend(loc="lower right")
-    all_values = [100 * float(r["test_accuracy"]) for r in rows]
-    axis.set_ylim(max(0, min(all_values) - 3), min(100, max(all_values) + 2))
+        axis.axhline(scale * summary[0]["test"][0], color="tab:gray", linestyle="--", linewidth=1, label="none (mean)")
+        axis.legend(loc="lower right" if greater_is_better else "upper right")
+    all_values = [scale * float(r["test_score"]) for r in rows]
+    margin = 0.05 * (max(all_values) - min(all_values) or max(abs(max(all_values)), 1e-3))
+    low, high = min(all_values) - 3 * margin, max(all_values) + 2 * margin
+    axis.set_ylim(max(0, low) if scale == 100 else low, min(100, high) if scale == 100 else high)
     axis.set_xticks(range(len(summary)), [e["arm"] for e in summary], rotation=30, ha="right")
-    axis.set_ylabel("test accuracy (%)")
-    axis.set_title("test accuracy per arm (dots: seeds; diamond and bar: mean ± std)")
+    label = f"test {metric}{' (%)' if scale == 100 else ''}"
+    axis.set_ylabel(label)
+    axis.set_title(f"{label} per arm ({'higher' if greater_is_better else 'lower'} is better; dots: seeds; diamond "
+                   "and bar: mean ± std)", fontsize=9)
     axis.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -318,18 +328,15 @@ def plot_runs(rows: list[dict], path) -> None:
 
 
 # -- information filtering (paper section 4) ----------------------------------------------------------------
-DATA_OPTIONS = ("dataset", "dataset_config", "train_split", "validation_split", "test_split", "image_column",
-                "label_column", "max_train_samples", "max_eval_samples", "augment")
-GEOMETRY_OPTIONS = ("image_size", "patch_size", "vision_layers")
 # Masked digits are seen at their drawn 32 px in 4 px patches: an 8 x 8 token grid, fine enough for masks to mean
 # something, with the main job's 2-layer trunk. No flips or crops (train's default outside `digits`): they change
 # or cut the digit. (At 16 px with them, 4 epochs left both models at chance; so did this setting at 10 epochs.)
-MASKED_TRUNK = ["--image_size", "32", "--patch_size", "4", "--vision_layers", "2", "--augment", "off"]
+MASKED_TRUNK = dict(image_size=32, patch_size=4, trunk_layers=2)
 
 
 def write_masked_digits_imagefolder(folder: Path, num_images: int, seed: int) -> None:
     """The masked-digits builtin as class folders of PNGs, so `train` reads it as `imagefolder:`."""
-    from .builtin_masked import masked_digits_arrays
+    from ..data.masked_digits import masked_digits_arrays
     from PIL import Image
 
     images, _masks, labels = masked_digits_arrays(num_images=num_images, seed=seed)
@@ -339,46 +346,47 @@ def write_masked_digits_imagefolder(folder: Path, num_images: int, seed: int) ->
         Image.fromarray(image).save(target / f"{index:05d}.png")
 
 
-def miou_study(base_argv: list[str], runs_dir: Path, train_images: int, eval_images: int, quick: bool,
-               epochs: float = 10, log=print) -> list[dict]:
+def miou_study(base, runs_dir: Path, train_images: int, eval_images: int, quick: bool, epochs: float = 10,
+               log=print) -> list[dict]:
     """Train "none" and "llm" (seed 0) on masked digits with the study's recipe, then score the token maps of
     each stage against the exact digit masks of held-out images (pseudo-mask mIoU, paper section 4)."""
-    from .analysis import miou_rows
-    from .builtin_masked import load_masked_digits
-    from .commands.analyze import analyse_model, load_model_and_processor
+    import copy
+    from dataclasses import replace
+
+    import numpy as np
+
+    from ..data.masked_digits import load_masked_digits
+    from ..training.loading import load_trained_model
+    from .maps import miou_rows
+    from .report import analyse_model
 
     folder = runs_dir / "masked-digits-train"
     if folder.exists():
         shutil.rmtree(folder)
     # Training images come from another seed than the scored ones (seed 0, as `analyze` uses).
     write_masked_digits_imagefolder(folder, train_images, seed=1)
-    argv = drop_options(base_argv, DATA_OPTIONS)
-    vision = option_value(argv, "vision", "vit-tiny")
-    if vision in ("vit-tiny", "vit-small", "vit-base"):
-        argv = drop_options(argv, GEOMETRY_OPTIONS) + MASKED_TRUNK
-    argv += ["--dataset", f"imagefolder:{folder}"]
+    base = copy.deepcopy(base)
+    base.data = replace(base.data, dataset=f"imagefolder:{folder}", augment="off")
+    if base.model.trunk in (None, "vit-tiny", "vit-small", "vit-base"):
+        base.model = replace(base.model, **MASKED_TRUNK)
     if not quick:
         # Textured backgrounds need longer than the digits arms' budget before the maps mean anything (4 epochs
         # left both models at chance, 12-13 %); both models share this budget.
-        argv = drop_options(argv, ["num_train_epochs", "max_steps"]) + ["--num_train_epochs", str(epochs)]
-    if quick:
-        argv += ["--max_train_samples", "64", "--max_eval_samples", "32"]
+        base.training.num_train_epochs, base.training.max_steps = epochs, -1
+    base.argv = [*base.argv, "--dataset", f"imagefolder:{folder}", "--augment", "off"]
 
     held_out = load_masked_digits(num_images=eval_images, seed=0)
-    images = [image.convert("RGB") for image in held_out["image"]]
-    import numpy as np
-
+    examples = [{"image": image.convert("RGB")} for image in held_out["image"]]
     masks = [np.asarray(mask) != 0 for mask in held_out["mask"]]
     rows, pixels_done = [], False
     for name in ("none", "llm"):
         arm = ARM_BY_NAME[name]
         output_dir = str(runs_dir / f"masked-digits-{name}-seed0")
-        train_argv = train_argv_for(argv, arm, resolve_layers(arm.layers, 0), 0, output_dir)
         log(f"[ablate] mIoU: training {name} on masked digits")
-        metrics = run_training(train_argv)
-        model, processor = load_model_and_processor(output_dir)
-        activations, attention, pixels = analyse_model(model, processor, images, batch_size=64,
-                                                       kinds=("magnitude", "frequency"))
+        metrics = run_training(arm_arguments(base, arm, resolve_layers(arm.layers, 0), 0, output_dir))
+        task, model, processor = load_trained_model(output_dir)
+        activations, attention, pixels, _ = analyse_model(task, model, processor, examples, batch_size=64,
+                                                          kinds=("magnitude", "frequency"))
         if not pixels_done:
             rows += miou_rows("input pixels (no model)", {k: {"patches": v} for k, v in pixels.items()}, {}, masks)
             pixels_done = True
@@ -398,7 +406,7 @@ def miou_markdown(rows: list[dict]) -> str:
         kind = row["kind"]
         table.setdefault((row["model"], stage), {})[kind] = float(row["miou"])
         images = int(row["images"])
-    lines = [f"| model | stage | magnitude | frequency | CLS attention |", "|---|---|---:|---:|---:|"]
+    lines = ["| model | stage | magnitude | frequency | CLS attention |", "|---|---|---:|---:|---:|"]
     for (model, stage), scores in table.items():
         cells = [f"{scores[k]:.3f}" if k in scores else "" for k in ("magnitude", "frequency", "attention")]
         lines.append(f"| {model} | {stage} | " + " | ".join(cells) + " |")
@@ -427,27 +435,30 @@ def report_markdown(rows: list[dict], command: str, total_s: float, miou_md: str
     """results/ablation.md: how it was made, the table, the test used, the mIoU table."""
     seeds = sorted({int(r["seed"]) for r in rows})
     first = rows[0]
+    metric, greater_is_better = metric_of(rows)
     llm = next((r["llm"] for r in rows if r["llm"]), "none")
+    unit = "in %, " if _is_fraction(metric) else ""
     lines = [
         "# Ablation study (generated by `hf-frozenlm ablate`)",
         "",
         f"Command: `{command}`",
         "",
-        f"Dataset `{first['dataset']}`, trunk `{first['vision']}`, LLM `{llm}`, {first['budget']} per run "
-        f"(one shared recipe, no per-arm tuning), seeds {', '.join(map(str, seeds))}. "
-        f"Total wall time {total_s / 60:.1f} min. hf_frozenlm {env['hf_frozenlm']}, torch {env['torch']}, "
-        f"transformers {env['transformers']}, " + _commit_note(rows, env)
+        f"Task `{first.get('task', 'image-classification')}`, dataset `{first['dataset']}`, trunk `{first['trunk']}`, "
+        f"LLM `{llm}`, {first['budget']} per run (one shared recipe, no per-arm tuning), seeds "
+        f"{', '.join(map(str, seeds))}. Total wall time {total_s / 60:.1f} min. hf_frozenlm {env['hf_frozenlm']}, "
+        f"torch {env['torch']}, transformers {env['transformers']}, " + _commit_note(rows, env)
         + (f" (uncommitted edits in: {env['git_dirty'].replace(';', ', ')})" if env["git_dirty"] else "") + ".",
         "",
-        "<!-- table: generated from ablation_runs.csv by hf_frozenlm.ablation.markdown_table -->",
+        "<!-- table: generated from ablation_runs.csv by hf_frozenlm.analysis.ablation.markdown_table -->",
         markdown_table(rows).rstrip("\n"),
         "<!-- end table -->",
         "",
-        f"Accuracy in %, mean ± sample standard deviation over seeds. Δ: the arm's test accuracy minus the plain "
-        f"trunk's on the same seed (same split, same seed for initialisation and data order), mean ± std in "
-        f"percentage points; better/seeds counts seeds where the arm beat `none`; p: two-sided {test_name_used(rows)} "
-        f"of the paired differences against zero. s/run: wall seconds per run including model building and "
-        f"evaluation.",
+        f"{'Accuracy' if metric == 'accuracy' else metric} {unit}mean ± sample standard deviation over seeds "
+        f"({'higher' if greater_is_better else 'lower'} is better). Δ: the arm's test score minus the plain trunk's on "
+        f"the same seed (same split, same seed for initialisation and data order), mean ± std"
+        f"{' in percentage points' if _is_fraction(metric) else ''}; better/seeds counts seeds where the arm beat "
+        f"`none`; p: two-sided {test_name_used(rows)} of the paired differences against zero. s/run: wall seconds per "
+        "run including model building and evaluation.",
         "",
     ]
     if miou_md:
@@ -458,23 +469,24 @@ def report_markdown(rows: list[dict], command: str, total_s: float, miou_md: str
     return "\n".join(lines)
 
 
-def run_study(train_argv: list[str], arms: list[str], seeds: list[int], out: Path, runs_dir: Path,
-              command: str, quick: bool = False, miou: bool = True, resume: bool = False,
-              miou_train_images: int = 3000, miou_eval_images: int = 256, miou_epochs: float = 10,
-              log=print) -> dict:
-    """Train every arm x seed, write the CSV after each run, then the table, plot and mIoU. Returns the paths."""
+def run_study(base, arms: list[str], seeds: list[int], out: Path, runs_dir: Path, command: str, quick: bool = False,
+              miou: bool = True, resume: bool = False, miou_train_images: int = 3000, miou_eval_images: int = 256,
+              miou_epochs: float = 10, log=print) -> dict:
+    """Train every arm x seed from the base TrainArguments, write the CSV after each run, then the table, plot and
+    (image classification only) the mIoU part. Returns the paths written."""
+    task = base.task
+    miou = miou and task.name == "image-classification"
     if quick:
         miou_train_images, miou_eval_images = min(miou_train_images, 200), min(miou_eval_images, 32)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    base_argv = with_defaults(train_argv, {**STUDY_TRAINING_DEFAULTS, **(QUICK_TRAINING if quick else {})})
     env = environment()
-    needs_llm = any(ARM_BY_NAME[a].layers in ("middle",) for a in arms)
-    depth = llm_depth(base_argv) if needs_llm else 0
+    depth = llm_depth(base.model) if any(ARM_BY_NAME[a].layers == "middle" for a in arms) else 0
     csv_path = out / "ablation_runs.csv"
     rows = read_runs_csv(csv_path) if resume and csv_path.exists() else []
     done = {(r["arm"], int(r["seed"])) for r in rows}
-    from .training import ModelArguments
+    trunk, _ = task.trunk(base.model, base.data)
+    metric = task.primary_metric
 
     started = time.perf_counter()
     previous_total = sum(float(r["wall_s"]) for r in rows)
@@ -484,35 +496,32 @@ def run_study(train_argv: list[str], arms: list[str], seeds: list[int], out: Pat
                 continue
             arm = ARM_BY_NAME[name]
             layers = resolve_layers(arm.layers, depth) if arm.variant != "none" else []
-            run_dir = str(runs_dir / f"{name}-seed{seed}")
-            argv = train_argv_for(base_argv, arm, layers, seed, run_dir)
-            log(f"[ablate] {name} seed {seed}: hf-frozenlm train {' '.join(argv)}")
+            arguments = arm_arguments(base, arm, layers, seed, str(runs_dir / f"{name}-seed{seed}"))
+            train_command = "hf-frozenlm train " + shlex.join(redact_argv(arguments.argv))
+            log(f"[ablate] {name} seed {seed}: {train_command}")
             tic = time.perf_counter()
-            metrics = run_training(argv)
+            metrics = run_training(arguments)
             wall = time.perf_counter() - tic
-            drop_weights(run_dir)
+            drop_weights(arguments.training.output_dir)
             rows.append(dict(
                 arm=name, variant=arm.variant, llm_layers=" ".join(map(str, layers)),
-                llm_trainable=arm.llm_trainable, seed=seed,
-                test_accuracy=f"{metrics['test']['accuracy']:.6f}",
-                val_accuracy=f"{metrics['validation']['accuracy']:.6f}",
+                llm_trainable=arm.llm_trainable, seed=seed, metric=metric,
+                test_score=f"{metrics['test'][metric]:.6f}", val_score=f"{metrics['validation'][metric]:.6f}",
                 test_loss=f"{metrics['test']['loss']:.6f}",
                 train_runtime_s=f"{metrics['train']['train_runtime']:.1f}", wall_s=f"{wall:.1f}",
-                dataset=option_value(base_argv, "dataset", "digits"),
-                vision=option_value(base_argv, "vision", ModelArguments().vision),
-                llm="" if arm.variant == "none" else option_value(base_argv, "llm", ModelArguments().llm),
-                budget=describe_budget(base_argv), command=command,
-                train_command="hf-frozenlm train " + " ".join(argv), **env,
+                task=task.name, dataset=task.dataset_name(base.data), trunk=str(trunk),
+                llm="" if arm.variant == "none" else base.model.llm,
+                budget=describe_budget(base.training), command=command, train_command=train_command, **env,
             ))
             write_runs_csv(rows, csv_path)
-            log(f"[ablate] {name} seed {seed}: test {metrics['test']['accuracy']:.4f}, "
-                f"validation {metrics['validation']['accuracy']:.4f}, {wall:.0f} s")
+            log(f"[ablate] {name} seed {seed}: test {metric} {metrics['test'][metric]:.4f}, "
+                f"validation {metrics['validation'][metric]:.4f}, {wall:.0f} s")
     rows = [r for r in rows if r["arm"] in arms and int(r["seed"]) in seeds]
     write_runs_csv(rows, csv_path)
     plot_runs(rows, out / "ablation.png")
     miou_md = None
     if miou:
-        miou_rows_ = miou_study(base_argv, runs_dir, miou_train_images, miou_eval_images, quick, miou_epochs, log=log)
+        miou_rows_ = miou_study(base, runs_dir, miou_train_images, miou_eval_images, quick, miou_epochs, log=log)
         write_miou_csv(miou_rows_, out / "miou.csv")
         miou_md = miou_markdown(miou_rows_) + (
             f"\nmIoU models: {miou_train_images} generated training images (split 70/10/20 by `train`), "
@@ -526,9 +535,5 @@ def run_study(train_argv: list[str], arms: list[str], seeds: list[int], out: Pat
 
 
 def study_command(argv: list[str]) -> str:
-    """The command line as a user would type it again."""
-    import shlex
-
-    return ("hf-frozenlm ablate " + shlex.join(argv)).strip()
-
-
+    """The command line as a user would type it again (secrets redacted)."""
+    return ("hf-frozenlm ablate " + shlex.join(redact_argv(argv))).strip()

@@ -1,15 +1,14 @@
-"""The paper's evidence for its information-filtering hypothesis (section 4), as functions.
+"""The paper's evidence for its information-filtering hypothesis (section 4), as functions, for any task whose tokens
+form a grid or a set (image patches, video tubelets, point groups).
 
 - `token_activations`: per-token activation maps (magnitude or frequency) at each stage around the frozen
   block: the trunk's output, after proj_in, the LLM layer's attention and FFN branches, after proj_out.
 - `attention_maps`: CLS-to-token attention of the trunk's last block and of the LLM block, summed over heads.
 - `pseudo_mask_iou`: the paper's localisation score: threshold a map into a pseudo-mask, keep the best
   threshold per image, IoU with the ground-truth mask on the token grid.
-- `plot_activation_grid`, `miou_table`: the pictures and tables `hf-frozenlm analyze` writes.
+- `plot_activation_grid`, `miou_rows`, `write_miou_table`: the pictures and tables `hf-frozenlm analyze` writes.
 
-The functions are written against a `TokenGrid`: the model's `FrozenLMBlock`, its trunk's last attention
-module, how many prefix tokens (CLS) precede the grid, and the grid's shape. Each task head registers one
-small function that describes itself (`register_token_grid`); nothing else here knows about ViT.
+Where the tokens are comes from the model's task (`Task.token_grid`, a `TokenGrid`); nothing here knows a trunk.
 Hooks only read: they return nothing (so outputs are unchanged) and store detached copies (so no gradient
 flows through them).
 """
@@ -19,14 +18,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..tasks import TASKS
+from ..tasks.base import TokenGrid
 from .frozenlm_maps import MEASURES, minmax_per_image, token_frequency, token_magnitude  # noqa: F401
-from .modeling import FrozenLMBlock, ViTLlamaModel
 
 STAGES = ("trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out")
 KINDS = ("magnitude", "frequency")
@@ -34,77 +33,27 @@ DEFAULT_THRESHOLDS = tuple(round(0.1 * i, 1) for i in range(1, 10))
 
 
 # -- where a model keeps its tokens ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TokenGrid:
-    """What the analysis needs to know about one model: where its tokens are and how they tile the input."""
-
-    block: FrozenLMBlock  # its input is the trunk's output, so the "trunk" stage is read there
-    trunk_attention: nn.Module | None  # the trunk's last attention module; returns (output, weights) under eager
-    num_prefix_tokens: int  # tokens before the grid (CLS), excluded from every map
-    grid_shape: tuple[int, ...]  # (H, W) for images; the token order is row-major over this shape
-
-    @property
-    def num_grid_tokens(self) -> int:
-        return int(np.prod(self.grid_shape))
-
-    def stages(self) -> tuple[str, ...]:
-        """The stages this block has: all five for an LLM block, no LLM internals for the MLP control."""
-        if self.block.variant == "none":
-            return ("trunk",)
-        if self.block.variant == "mlp":
-            return ("trunk", "llm_in", "llm_out")
-        return STAGES
-
-    def grid_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, ...) values over all tokens -> (B, N, ...) over the grid tokens only (prefix tokens dropped)."""
-        grid = tokens[:, self.num_prefix_tokens :]
-        if grid.shape[1] != self.num_grid_tokens:
-            raise ValueError(
-                f"The model produced {grid.shape[1]} grid tokens after {self.num_prefix_tokens} prefix token(s), but "
-                f"the token grid {self.grid_shape} has {self.num_grid_tokens}: the grid description does not match "
-                "this input."
-            )
-        return grid
-
-    def to_grid(self, values: torch.Tensor) -> torch.Tensor:
-        """(B, N) values over the grid tokens -> (B, *grid_shape)."""
-        return values.reshape(values.shape[0], *self.grid_shape)
+def task_of_model(model: nn.Module):
+    """The task a model (a task head or its base model, possibly wrapped by peft) belongs to, by its config."""
+    model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for task in TASKS.values():
+        if type(model.config) is task.model_class.config_class:
+            return task
+    raise TypeError(f"{type(model).__name__} is not a model of an hf_frozenlm task.")
 
 
-TOKEN_GRIDS: dict[type, Callable[[nn.Module, torch.Tensor], TokenGrid]] = {}
+def as_inputs(model: nn.Module, inputs) -> dict:
+    """Model inputs as a dict on the model's device; a bare tensor is the model's main input (pixel_values, ...)."""
+    if isinstance(inputs, torch.Tensor):
+        inputs = {model.main_input_name: inputs}
+    device = next(model.parameters()).device
+    return {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in inputs.items()
+            if key != "labels"}
 
 
-def register_token_grid(base_model_class: type, describe: Callable[[nn.Module, torch.Tensor], TokenGrid]) -> None:
-    """Make a task head analysable: `describe(base_model, inputs)` returns its `TokenGrid` for those inputs."""
-    TOKEN_GRIDS[base_model_class] = describe
-
-
-def token_grid(model: nn.Module, inputs: torch.Tensor) -> TokenGrid:
+def token_grid(model: nn.Module, inputs) -> TokenGrid:
     """The `TokenGrid` of `model` (a task head or its base model) for `inputs`."""
-    base = getattr(model, "base_model", model)
-    for cls in type(base).__mro__:
-        if cls in TOKEN_GRIDS:
-            return TOKEN_GRIDS[cls](base, inputs)
-    raise TypeError(
-        f"{type(base).__name__} has no token-grid description; register one with "
-        f"hf_frozenlm.analysis.register_token_grid({type(base).__name__}, describe). Known: "
-        f"{', '.join(cls.__name__ for cls in TOKEN_GRIDS)}."
-    )
-
-
-def _describe_vit_llama(base: ViTLlamaModel, pixel_values: torch.Tensor) -> TokenGrid:
-    patch = base.config.vision_config.patch_size
-    patch_h, patch_w = (patch, patch) if isinstance(patch, int) else tuple(patch)
-    height, width = pixel_values.shape[-2:]
-    return TokenGrid(
-        block=base.frozen_lm,
-        trunk_attention=base.vit.layers[-1].attention,
-        num_prefix_tokens=1,  # CLS
-        grid_shape=(height // patch_h, width // patch_w),
-    )
-
-
-register_token_grid(ViTLlamaModel, _describe_vit_llama)
+    return task_of_model(model).token_grid(model, as_inputs(model, inputs))
 
 
 # -- activation measures -----------------------------------------------------------------------------------
@@ -229,11 +178,7 @@ def _analysis_mode(model: nn.Module, eager_modules: tuple[nn.Module, ...] = ()):
         model.train(was_training)
 
 
-def _on_model_device(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    return pixel_values.to(next(model.parameters()).device)
-
-
-def token_activations(model: nn.Module, pixel_values: torch.Tensor, kind: str = "magnitude",
+def token_activations(model: nn.Module, inputs, kind: str = "magnitude",
                       stages: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
     """Stage name -> (B, H, W) activation maps on the token grid, each scaled to [0, 1] per image, CLS excluded.
 
@@ -241,18 +186,19 @@ def token_activations(model: nn.Module, pixel_values: torch.Tensor, kind: str = 
     Stages: "trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out" for an LLM block; trunk/llm_in/llm_out for the
     MLP control; "trunk" only for the plain trunk (variant "none"). The model's mode and outputs are unchanged.
     """
-    return token_activations_all(model, pixel_values, kinds=(kind,), stages=stages)[kind]
+    return token_activations_all(model, inputs, kinds=(kind,), stages=stages)[kind]
 
 
-def token_activations_all(model: nn.Module, pixel_values: torch.Tensor, kinds=KINDS,
+def token_activations_all(model: nn.Module, inputs, kinds=KINDS,
                           stages: tuple[str, ...] | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """Like `token_activations` for several kinds from one forward pass: kind -> stage -> (B, H, W)."""
     for kind in kinds:
         if kind not in ACTIVATION_MEASURES:
             raise ValueError(f"Unknown activation kind {kind!r}; kinds: {', '.join(ACTIVATION_MEASURES)}.")
-    grid = token_grid(model, pixel_values)
+    inputs = as_inputs(model, inputs)
+    grid = token_grid(model, inputs)
     with _analysis_mode(model), TokenRecorder(grid, stages) as recorder:
-        model(_on_model_device(model, pixel_values))
+        model(**inputs)
     maps = {}
     for kind in kinds:
         measure = ACTIVATION_MEASURES[kind]
@@ -277,19 +223,20 @@ def pixel_activations(pixel_values: torch.Tensor, grid_shape: tuple[int, int], k
     return {kind: minmax_per_image(ACTIVATION_MEASURES[kind](tokens).reshape(batch, *grid_shape)) for kind in kinds}
 
 
-def attention_maps(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+def attention_maps(model: nn.Module, inputs) -> dict[str, torch.Tensor]:
     """CLS-to-token attention, summed over heads, as (B, H, W) maps scaled to [0, 1] per image.
 
     Keys: "trunk" (the trunk's last block) and, when the model has an LLM block, "llm" (its last layer).
     The model runs eager attention for this call (the only backend that returns weights), then its own again.
     """
-    grid = token_grid(model, pixel_values)
+    inputs = as_inputs(model, inputs)
+    grid = token_grid(model, inputs)
     recorder = TokenRecorder(grid, stages=(), attention=True)
     eager_modules = [grid.trunk_attention] if grid.trunk_attention is not None else []
     if hasattr(grid.block, "layers"):
         eager_modules.append(getattr(grid.block.layers[-1], grid.block.architecture.attention_module))
     with _analysis_mode(model, tuple(eager_modules)), recorder:
-        model(_on_model_device(model, pixel_values))
+        model(**inputs)
     maps = {}
     for name, weights in recorder.attention_weights.items():
         cls_row = weights[:, :, 0, :].sum(dim=1)  # (B, T): what the first prefix token (CLS) reads, all heads
@@ -422,6 +369,34 @@ def plot_activation_grid(images, columns: dict[str, torch.Tensor], path, masks=N
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(titles[col], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_set_maps(positions: torch.Tensor, columns: dict[str, torch.Tensor], path, title: str | None = None) -> None:
+    """Maps over a set of tokens (point groups): one row per example, each column's values as the colour of its tokens
+    drawn at their positions (x, y seen from above; the size grows with z for 3D positions)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(next(iter(columns.values())))
+    fig, axes = plt.subplots(count, len(columns), figsize=(1.6 * len(columns), 1.6 * count + 0.6), squeeze=False)
+    for row in range(count):
+        xyz = positions[row].float().cpu().numpy()
+        size = 12 if xyz.shape[1] < 3 else 6 + 24 * (xyz[:, 2] - xyz[:, 2].min()) / (np.ptp(xyz[:, 2]) or 1.0)
+        for col, (name, maps) in enumerate(columns.items()):
+            ax = axes[row, col]
+            ax.scatter(xyz[:, 0], xyz[:, 1], c=maps[row].float().cpu().numpy(), s=size, cmap="jet", vmin=0, vmax=1)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=6)
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()

@@ -1,14 +1,15 @@
-"""`hf-frozenlm ablate`: does the frozen block help? The paper's controls, one shared recipe, several seeds.
+"""`hf-frozenlm ablate`: does the frozen block help? The paper's controls, one shared recipe, several seeds, any task.
 
     hf-frozenlm ablate                         # digits + SmolLM2-135M, 8 arms x 5 seeds, results/ (offline)
     hf-frozenlm ablate --seeds 3 --out results/
     hf-frozenlm ablate --quick                 # one seed, 2 steps per run: checks the pipeline, not the method
+    hf-frozenlm ablate --task motion-forecasting --seeds 3 --out results/motion
     hf-frozenlm ablate --dataset imagefolder:PATH --llm HuggingFaceTB/SmolLM2-360M --num_train_epochs 20
 
-Every option that `hf-frozenlm train` takes is passed to every run alike (dataset, LLM, trunk, recipe); the
-study sets --variant, --llm_layers, --llm_trainable, --seed and --output_dir per run. Writes
-ablation_runs.csv (every run, with versions and the git commit), ablation.md (mean ± std, paired difference
-against the plain trunk, paired test), ablation.png, and miou.csv (information filtering, paper section 4).
+Every option that `hf-frozenlm train` takes is passed to every run alike (task, dataset, LLM, trunk, recipe); the
+study sets --variant, --llm_layers, --llm_trainable, --seed and --output_dir per run and compares the task's primary
+metric. Writes ablation_runs.csv (every run, with versions and the git commit), ablation.md (mean ± std, paired
+difference against the plain trunk, paired test), ablation.png, and for images miou.csv (paper section 4).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import logging
 import sys
 from pathlib import Path
 
+from . import CommandParser
 
-def build_parser() -> argparse.ArgumentParser:
-    from ..ablation import ARMS, STUDY_TRAINING_DEFAULTS
+
+def build_parser() -> CommandParser:
+    from ..analysis.ablation import ARMS, STUDY_TRAINING_DEFAULTS
 
     arms = "\n".join(f"  {arm.name:<14} {arm.meaning}" for arm in ARMS)
     budget = ", ".join(f"--{k} {v}" for k, v in STUDY_TRAINING_DEFAULTS.items())
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="hf-frozenlm ablate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0],
         epilog=f"arms:\n{arms}\n\nEvery other option goes to `hf-frozenlm train` for every run (see "
@@ -50,32 +53,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from ..ablation import CONTROLLED_OPTIONS, option_given, run_study, study_command
+    from ..analysis.ablation import CONTROLLED_OPTIONS, apply_study_defaults, run_study, study_command
+    from ..errors import UsageError
+    from ..training.arguments import option_given, parse_train_arguments
 
     parser = build_parser()
     args, train_argv = parser.parse_known_args(argv)
     controlled = [option for option in CONTROLLED_OPTIONS if option_given(train_argv, option)]
     if controlled:
-        parser.error("the study sets these per run; do not pass them: " + ", ".join(f"--{o}" for o in controlled))
-    # Unknown options go to `train`; check them now rather than after the first runs.
-    from .train import build_parser as build_train_parser
-
-    try:
-        build_train_parser().parse_args_into_dataclasses(args=train_argv + ["--output_dir", "unused"])
-    except SystemExit:
-        parser.error("options not understood by `hf-frozenlm train` (see above)")
-    except ValueError as error:  # HfArgumentParser's "arguments are not used"
-        parser.error(str(error))
+        raise UsageError("the study sets these per run; do not pass them: " + ", ".join(f"--{o}" for o in controlled))
+    # Every other option goes to the training runs: parsed and checked now, not after the first runs.
+    base = parse_train_arguments(train_argv + ["--output_dir", str(Path(args.runs_dir) / "unused")])
+    base.argv = list(train_argv)
+    apply_study_defaults(base, train_argv, quick=args.quick)
     seeds = args.seed_list or list(range(1 if args.quick else args.seeds))
     if args.quick:
         seeds = seeds[:1]
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
+                        stream=sys.stdout)
     logging.getLogger("transformers").setLevel(logging.WARNING)
-    run_study(train_argv, args.arms, seeds, Path(args.out), Path(args.runs_dir), command=study_command(argv),
-              quick=args.quick, miou=not args.no_miou, resume=args.resume,
-              miou_train_images=args.miou_train_images, miou_eval_images=args.miou_images,
-              miou_epochs=args.miou_epochs)
+    written = run_study(base, args.arms, seeds, Path(args.out), Path(args.runs_dir), command=study_command(argv),
+                        quick=args.quick, miou=not args.no_miou, resume=args.resume,
+                        miou_train_images=args.miou_train_images, miou_eval_images=args.miou_images,
+                        miou_epochs=args.miou_epochs)
     print(f"[ablate] wrote {args.out}/ablation_runs.csv, ablation.md, ablation.png"
-          + ("" if args.no_miou else ", miou.csv"))
+          + (", miou.csv" if written["miou"] else ""))
     return 0
 
 

@@ -1,32 +1,49 @@
-"""`hf-frozenlm demo`: the Space's Gradio app on this machine.
+"""`hf-frozenlm demo`: the Space's Gradio app on this machine (image classification models).
 
     hf-frozenlm demo                                  # the default training run (runs/digits-vit-tiny-llm)
     hf-frozenlm demo --model runs/x --baseline runs/y --port 7861
+    hf-frozenlm demo --model your-name/vit-llama-digits   # a Hub model (needs the network, or the local cache)
 
 The app is spaces/app.py itself (installed as hf_frozenlm.spaces.app), so what runs here is what the Space runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+from . import CommandParser
 
 
 def default_run_dir() -> str:
     """The folder `hf-frozenlm train` writes with its default options."""
-    from .train import build_parser, default_output_dir
+    from ..tasks import get_task
+    from ..training.arguments import DataArguments, ModelArguments, default_output_dir
 
-    model_args, data_args, *_ = build_parser().parse_args_into_dataclasses(args=[])
-    return default_output_dir(model_args, data_args)
+    return default_output_dir(get_task("image-classification"), ModelArguments(), DataArguments())
 
 
-def is_model_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "config.json"))
+def check_model_argument(option: str, value: str) -> None:
+    """A local folder must hold an image-classification model; anything else must at least be a Hub id."""
+    from ..errors import RunFolderError, UsageError
+    from ..hub.cards import is_hub_id
+    from ..training.loading import task_of_folder
+
+    if os.path.isdir(value):
+        if not os.path.isfile(os.path.join(value, "config.json")):
+            raise RunFolderError(f"{option} {value!r} has no config.json: it is not a saved model folder.")
+        task = task_of_folder(value)
+        if task.name != "image-classification":
+            raise UsageError(f"{option} {value!r} holds a {task.name} model; the demo shows image classifiers. Try "
+                             f"`hf-frozenlm predict --model {value} ...` for it.")
+    elif not is_hub_id(value):
+        raise UsageError(f"{option} {value!r}: no such folder, and not a Hub model id (namespace/name).")
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="hf-frozenlm demo", description=__doc__.split("\n\n")[0])
+    from ..errors import RunFolderError
+
+    parser = CommandParser(prog="hf-frozenlm demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", help="a saved model folder or Hub id (default: the default training run's folder)")
     parser.add_argument("--baseline", help="a second model shown beside it, e.g. the plain trunk (variant none)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
@@ -37,28 +54,27 @@ def main(argv: list[str]) -> int:
     model = args.model
     if model is None:
         model = default_run_dir()
-        if not is_model_dir(model):
-            print(
-                f"hf-frozenlm demo: no trained model in {model!r} (the default training run's folder).\n"
-                "Train one with `make train` (or `hf-frozenlm train`), or pass --model DIR with a saved model.",
-                file=sys.stderr,
+        if not os.path.isfile(os.path.join(model, "config.json")):
+            raise RunFolderError(
+                f"no trained model in {model!r} (the default training run's folder). Train one with `make train` "
+                "(or `hf-frozenlm train`), or pass --model DIR with a saved model."
             )
-            return 1
-    for option, path in (("--model", model), ("--baseline", args.baseline)):
-        # A path-like value that is not a folder is a typo far more often than a Hub id.
-        if path and (os.path.sep in path.rstrip(os.path.sep) or path.startswith(".")) and not os.path.isdir(path):
-            print(f"hf-frozenlm demo: {option} {path!r}: no such folder.", file=sys.stderr)
-            return 1
-        if path and os.path.isdir(path) and not is_model_dir(path):
-            print(f"hf-frozenlm demo: {option} {path!r} has no config.json: it is not a saved model folder.",
-                  file=sys.stderr)
-            return 1
+    for option, value in (("--model", model), ("--baseline", args.baseline)):
+        if value:
+            check_model_argument(option, value)
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from hf_frozenlm.spaces import app
 
     app.configure_torch()
-    demo = app.build_demo(model, args.baseline)
+    try:
+        demo = app.build_demo(model, args.baseline)
+    except OSError as error:  # a Hub id that cannot be reached (offline, private, misspelt): transformers says which
+        raise RunFolderError(f"cannot load the model: {error}") from error
     print(f"hf-frozenlm demo: serving {model}" + (f" beside {args.baseline}" if args.baseline else ""))
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **app.LAUNCH_OPTIONS)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

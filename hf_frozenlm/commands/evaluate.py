@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> int:
 
     from ..errors import UsageError
     from ..training.arguments import DataArguments
-    from ..training.loading import load_trained_model
+    from ..training.loading import load_trained_model, recorded_data_arguments
     from ..training.loop import evaluate_model
 
     parser = HfArgumentParser((EvaluateArguments, DataArguments), prog="hf-frozenlm evaluate",
@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
     if eval_args.batch_size < 1:
         raise UsageError(f"--batch_size {eval_args.batch_size}: pass 1 or more.")
     task, model, processor = load_trained_model(eval_args.model)
-    data_args = trained_data_arguments(eval_args.model, data_args, argv)
+    data_args = recorded_data_arguments(eval_args.model, data_args, argv)
     data = task.prepare_for_evaluation(model, task.load_data(data_args))
     if eval_args.split not in data.splits:
         raise UsageError(f"--split {eval_args.split!r}: the dataset has splits {list(data.splits)}.")
@@ -53,21 +53,6 @@ def main(argv: list[str]) -> int:
         print(f"{key}: {value:.4f}")
     print(f"({len(split)} examples of {data.name} / {eval_args.split}; {task.name}; saved to {output})")
     return 0
-
-
-def trained_data_arguments(model_dir: str, data_args, argv: list[str]):
-    """The data options of the run that made `model_dir` (run_config.json), overridden by those given now."""
-    from ..training.arguments import option_given
-
-    path = os.path.join(model_dir, "run_config.json")
-    if not os.path.isfile(path):
-        return data_args
-    with open(path, encoding="utf-8") as handle:
-        recorded = json.load(handle).get("data") or {}
-    chosen = {name: value for name, value in recorded.items()
-              if hasattr(data_args, name) and not option_given(argv, name)
-              and name not in ("max_train_samples", "max_eval_samples")}
-    return replace(data_args, **chosen)
 
 
 if __name__ == "__main__":

@@ -1,60 +1,56 @@
-"""`hf-frozenlm merge --adapter DIR --output_dir OUT`: fold LoRA adapters into a plain model (no peft needed to load)."""
+"""`hf-frozenlm merge --adapter DIR --output_dir OUT`: fold LoRA adapters into a plain model (no peft needed to load).
+
+Works for a LoRA run of any task; the merged folder gets the run's processor, metrics, run config and a card.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import sys
 
+from . import CommandParser
+
 
 def main(argv: list[str]) -> int:
-    from ..model_card import build_model_card
-    from ..training import load_trained_model
+    from ..errors import RunFolderError, UsageError
+    from ..hub.cards import build_model_card
+    from ..training.loading import load_trained_model
+    from ..training.lora import merge_lora
 
-    parser = argparse.ArgumentParser(prog="hf-frozenlm merge", description=__doc__.split("\n")[0])
-    parser.add_argument("--adapter", required=True, help="A LoRA run folder written by `hf-frozenlm train --lora_r N`.")
-    parser.add_argument("--output_dir", "--output-dir", required=True, help="Where to write the merged model.")
+    parser = CommandParser(prog="hf-frozenlm merge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--adapter", required=True, help="a LoRA run folder written by `hf-frozenlm train --lora_r N`")
+    parser.add_argument("--output_dir", "--output-dir", required=True, help="where to write the merged model")
     parser.add_argument("--overwrite_output_dir", "--overwrite-output-dir", action="store_true",
-                        help="Write into an existing, non-empty folder.")
+                        help="write into an existing, non-empty folder")
     args = parser.parse_args(argv)
 
     if not os.path.isfile(os.path.join(args.adapter, "adapter_config.json")):
-        print(f"hf-frozenlm merge: {args.adapter!r} holds no adapter_config.json; it is not a LoRA run folder.",
-              file=sys.stderr)
-        return 2
+        raise RunFolderError(f"{args.adapter!r} holds no adapter_config.json; it is not a LoRA run folder.")
     if os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite_output_dir:
-        print(f"hf-frozenlm merge: {args.output_dir!r} exists and is not empty; pass --overwrite_output_dir.",
-              file=sys.stderr)
-        return 2
-    peft_model, processor = load_trained_model(args.adapter)
-    lora = peft_model.peft_config["default"]
-    model = peft_model.merge_and_unload()
-    # Provenance: the LLM tensors are no longer the ones whose sha256 llm_source records.
-    source = dict(model.config.llm_source or {})
-    source["lora_merged"] = {"r": lora.r, "lora_alpha": lora.lora_alpha,
-                             "target_modules": sorted(lora.target_modules) if not isinstance(lora.target_modules, str)
-                             else lora.target_modules}
-    model.config.llm_source = source
+        raise UsageError(f"{args.output_dir!r} exists and is not empty; pass --overwrite_output_dir.")
+    task, peft_model, processor = load_trained_model(args.adapter)
+    model = merge_lora(peft_model)
     model.save_pretrained(args.output_dir)
     processor.save_pretrained(args.output_dir)
-    metrics = None
-    metrics_file = os.path.join(args.adapter, "metrics.json")
-    if os.path.isfile(metrics_file):
-        shutil.copy(metrics_file, args.output_dir)
-        with open(metrics_file, encoding="utf-8") as handle:
+    metrics, run_config = {}, {}
+    for name in ("metrics.json", "run_config.json", "training_curves.png"):
+        source = os.path.join(args.adapter, name)
+        if os.path.isfile(source):
+            shutil.copy(source, args.output_dir)
+    if os.path.isfile(os.path.join(args.adapter, "metrics.json")):
+        with open(os.path.join(args.adapter, "metrics.json"), encoding="utf-8") as handle:
             metrics = json.load(handle)
-    dataset = None
-    run_config = os.path.join(args.adapter, "run_config.json")
-    if os.path.isfile(run_config):
-        shutil.copy(run_config, args.output_dir)
-        with open(run_config, encoding="utf-8") as handle:
-            dataset = json.load(handle).get("data", {}).get("dataset")
-    card = build_model_card(
-        model.config, metrics=metrics, dataset_name=dataset, model_name=os.path.basename(os.path.abspath(args.output_dir)),
-        training_summary={"LoRA": f"rank {lora.r}, alpha {lora.lora_alpha}, merged from {args.adapter}"},
-    )
+    if os.path.isfile(os.path.join(args.adapter, "run_config.json")):
+        with open(os.path.join(args.adapter, "run_config.json"), encoding="utf-8") as handle:
+            run_config = json.load(handle)
+    card = build_model_card(task, model.config, metrics=metrics, run_config=run_config, load_path=args.output_dir,
+                            curves=os.path.isfile(os.path.join(args.output_dir, "training_curves.png")))
     card.save(os.path.join(args.output_dir, "README.md"))
-    print(f"Merged model written to {args.output_dir}")
+    print(f"Merged model ({task.name}) written to {args.output_dir}")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

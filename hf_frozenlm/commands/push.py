@@ -9,17 +9,18 @@ The token comes from HF_TOKEN or `hf auth login`, as everywhere in huggingface_h
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from . import CommandParser
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="hf-frozenlm push",
-        description="Upload a trained run (weights, config with auto_map, modeling code, preprocessor config and a "
+        description="Upload a trained run of any task (weights, config with auto_map, modeling code, processor and a "
         "model card with its evaluation results) to a Hub model repo, loadable with trust_remote_code=True.",
     )
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (save_pretrained output + preprocessor config)")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="run folder (save_pretrained output + its processor)")
     parser.add_argument("repo_id", metavar="REPO_ID", help="Hub model repo, e.g. your-name/vit-llama-digits")
     parser.add_argument(
         "--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)"
@@ -38,17 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from hf_frozenlm.hub import PublishError, push_to_hub
-    from hf_frozenlm.modeling import LLMCheckpointError, LLMSourceNotFoundError
+    from ..hub.push import push_to_hub
 
-    try:
-        result = push_to_hub(
-            args.run_dir, args.repo_id, private=args.private, revision=args.revision,
-            commit_message=args.commit_message, frozen_weights=args.frozen_weights, dry_run_dir=args.dry_run,
-        )
-    except (PublishError, LLMCheckpointError, LLMSourceNotFoundError) as error:
-        print(f"hf-frozenlm push: {error}", file=sys.stderr)
-        return 2
+    result = push_to_hub(
+        args.run_dir, args.repo_id, private=args.private, revision=args.revision,
+        commit_message=args.commit_message, frozen_weights=args.frozen_weights, dry_run_dir=args.dry_run,
+    )
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if result.folder is not None:
         print(f"Dry run: wrote {len(result.files)} files to {result.folder} (nothing uploaded):")
     else:

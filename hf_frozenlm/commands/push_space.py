@@ -9,12 +9,13 @@ reads either). The package module the app imports (frozenlm_maps.py) is copied b
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from . import CommandParser
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+
+def build_parser() -> CommandParser:
+    parser = CommandParser(
         prog="hf-frozenlm push-space", description="Upload the Gradio app in spaces/ as a Hub Space pointing at a model."
     )
     parser.add_argument("repo_id", metavar="REPO_ID", help="Hub Space repo, e.g. your-name/vit-llama-demo")
@@ -28,16 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from hf_frozenlm.hub import PublishError, push_space
+    from ..hub.push import push_space
 
-    try:
-        result = push_space(
-            args.repo_id, args.model, private=args.private, dry_run_dir=args.dry_run,
-            commit_message=args.commit_message,
-        )
-    except PublishError as error:
-        print(f"hf-frozenlm push-space: {error}", file=sys.stderr)
-        return 2
+    result = push_space(args.repo_id, args.model, private=args.private, dry_run_dir=args.dry_run,
+                        commit_message=args.commit_message)
     variables = ", ".join(f"{key}={value}" for key, value in result.space_variables.items())
     if result.folder is not None:
         print(f"Dry run: wrote {len(result.files)} files to {result.folder}; would set Space variables {variables} "

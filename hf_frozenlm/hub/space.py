@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+# The modules the app imports from the package, copied beside app.py (each imports only pip packages).
+ANALYSIS_DIR = Path(__file__).resolve().parent.parent / "analysis"
 # The files of spaces/ that make up the Space (the __init__.py that makes it a subpackage stays behind).
 SPACE_FILES = ("README.md", "app.py", "requirements.txt")
-# Modules copied from the package into the upload; each imports only pip packages.
 VENDORED_MODULES = ("frozenlm_maps.py",)
 EXAMPLE_DIGITS = (0, 2, 3, 5, 7, 9)
 
 
 def space_dir() -> Path:
     """The spaces/ folder (a checkout's, or the installed `hf_frozenlm.spaces`)."""
-    from . import spaces
+    from .. import spaces
 
     return Path(spaces.__file__).resolve().parent
 
@@ -42,7 +42,7 @@ def assemble_space(out_dir, model_id: str | None = None) -> list[Path]:
         shutil.copyfile(source / name, out_dir / name)
         written.append(out_dir / name)
     for name in VENDORED_MODULES:
-        shutil.copyfile(PACKAGE_DIR / name, out_dir / name)
+        shutil.copyfile(ANALYSIS_DIR / name, out_dir / name)
         written.append(out_dir / name)
     (out_dir / "examples").mkdir(exist_ok=True)
     for example in sorted((source / "examples").glob("*.png")):

@@ -49,12 +49,14 @@ class TokenGrid:
 
     grid_shape: (H, W) image patches, (T, H, W) video tubelets, or (G,) for a set (point groups); the grid tokens are
     row-major over it and follow `num_prefix_tokens` tokens (CLS, text) that the maps leave out.
+    positions: for a set, where each token sits in the input, (B, G, 2 or 3), to draw its map; None for grids.
     """
 
     block: torch.nn.Module
     trunk_attention: torch.nn.Module | None
     num_prefix_tokens: int
     grid_shape: tuple[int, ...]
+    positions: torch.Tensor | None = None
 
     @property
     def num_grid_tokens(self) -> int:

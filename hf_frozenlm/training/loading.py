@@ -73,3 +73,21 @@ def load_trained_model(path: str):
     else:
         model = task.model_class.from_pretrained(path)
     return task, model.eval(), processor
+
+
+def recorded_data_arguments(model_dir: str, data_args, argv: list[str] = ()):
+    """The data options of the run that made `model_dir` (its run_config.json), under those given in `argv`: so that
+    evaluating or analysing a run uses its own dataset and split seed unless told otherwise."""
+    from dataclasses import replace
+
+    from .arguments import option_given
+
+    path = os.path.join(model_dir, "run_config.json")
+    if not os.path.isfile(path):
+        return data_args
+    with open(path, encoding="utf-8") as handle:
+        recorded = json.load(handle).get("data") or {}
+    chosen = {name: value for name, value in recorded.items()
+              if hasattr(data_args, name) and not option_given(list(argv), name)
+              and name not in ("max_train_samples", "max_eval_samples")}
+    return replace(data_args, **chosen)

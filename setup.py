@@ -2,7 +2,7 @@ from setuptools import setup
 
 setup(
     name="hf_frozenlm",
-    version="0.1.0",
+    version="0.2.0",
     description="Frozen LLM transformer blocks as visual encoder layers (ICLR 2024), native to the Hugging Face stack",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
@@ -10,12 +10,16 @@ setup(
     python_requires=">=3.10",
     # modeling/ is the Hub-portable model code; it ships as the subpackage hf_frozenlm.modeling.
     # spaces/ is the Gradio Space; it ships as hf_frozenlm.spaces so `hf-frozenlm demo` runs the same app.
-    packages=["hf_frozenlm", "hf_frozenlm.commands", "hf_frozenlm.metrics", "hf_frozenlm.modeling", "hf_frozenlm.spaces"],
+    packages=[
+        "hf_frozenlm", "hf_frozenlm.analysis", "hf_frozenlm.commands", "hf_frozenlm.data", "hf_frozenlm.hub",
+        "hf_frozenlm.metrics", "hf_frozenlm.tasks", "hf_frozenlm.training", "hf_frozenlm.modeling", "hf_frozenlm.spaces",
+    ],
     package_dir={"hf_frozenlm": "hf_frozenlm", "hf_frozenlm.modeling": "modeling", "hf_frozenlm.spaces": "spaces"},
     package_data={
         "hf_frozenlm.spaces": ["README.md", "requirements.txt", "examples/*.png"],
         # evaluate metric modules, loaded by local path so evaluation works offline.
         "hf_frozenlm.metrics": ["*/*.py"],
+        "hf_frozenlm.hub": ["model_card_template.md"],
     },
     install_requires=[
         "torch>=2.4",

@@ -34,11 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def default_architecture_model(folder: Path) -> str:
     """An untrained model shaped like the default training run's (digits trunk + SmolLM2's last layer)."""
     from hf_frozenlm import ViTLlamaForImageClassification
-    from hf_frozenlm.processing import image_processor_for
-    from hf_frozenlm.training import DIGITS_TRUNK
+    from hf_frozenlm.tasks.image_classification import TASK, image_processor_for
 
     model = ViTLlamaForImageClassification.from_parts(
-        "vit-tiny", "smollm2-135m", num_labels=10, trunk_kwargs=dict(DIGITS_TRUNK),
+        "vit-tiny", "smollm2-135m", num_labels=10, trunk_kwargs=dict(TASK.builtin_trunk_kwargs),
         id2label={i: str(i) for i in range(10)}, label2id={str(i): i for i in range(10)},
     )
     model.save_pretrained(folder)
@@ -56,14 +55,14 @@ def main() -> int:
     from gradio_client import Client, handle_file
     from PIL import Image
 
-    from hf_frozenlm.commands.demo import default_run_dir, is_model_dir
+    from hf_frozenlm.commands.demo import default_run_dir
     from hf_frozenlm.spaces import app
 
     model_dir, what = args.model, "given"
     if model_dir is None:
         model_dir = str(ROOT / default_run_dir())
         what = "default training run"
-        if not is_model_dir(model_dir):
+        if not os.path.isfile(os.path.join(model_dir, "config.json")):
             model_dir = default_architecture_model(Path(tempfile.mkdtemp()) / "model")
             what = "untrained, default run's architecture"
     examples = sorted((ROOT / "spaces" / "examples").glob("*.png"))

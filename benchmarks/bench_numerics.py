@@ -3,7 +3,7 @@
 The model: the newest trained digits run under runs/ (a folder `hf-frozenlm train` wrote, holding config.json,
 weights and preprocessor_config.json), or, when there is none (or with --train), a small model trained here with
 a plain AdamW loop: the main job's shape (ViT-Tiny sized for 8x8 digits: patch 2, 4 layers) + SmolLM2-135M's last
-layer, fp32. The test split is hf_frozenlm.data.digits_dataset()["test"] (seeded, the same one the CLI uses).
+layer, fp32. The test split is hf_frozenlm.data.images.digits_dataset()["test"] (seeded, the same one the CLI uses).
 
 Rows: the fp32 model (reference), the same weights with llm_dtype="bfloat16" (the block stored and computed in
 bf16), and that plus bf16 autocast for the trunk. Columns: test accuracy, top-1 agreement with the fp32 model,
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=15, help="epochs of the fallback training loop")
     parser.add_argument("--tiny", action="store_true", help="smoke test: 1 epoch on 128 images")
     args = parser.parse_args(argv)
-    from hf_frozenlm.data import digits_dataset
+    from hf_frozenlm.data.images import digits_dataset
 
     device = torch.device("cpu")  # logits are compared on one device; CUDA would change the fp32 reference too
     print(bc.machine_line(device), file=sys.stderr)

@@ -151,7 +151,7 @@ def find_secrets(folder) -> list[str]:
             where = f"{path.relative_to(folder)}:{number}"
             if any(pattern.search(line) for pattern in _SECRET_VALUES):
                 found.append(f"{where}: an access token")
-            elif _URL_CREDENTIALS.search(line):
+            elif any(match["credentials"] != REDACTED for match in _URL_CREDENTIALS.finditer(line)):
                 found.append(f"{where}: credentials in a URL")
             elif (name := _named_secret(path, line)) is not None:
                 found.append(f"{where}: a value for {name}")

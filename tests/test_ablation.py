@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_frozenlm import ablation
+from hf_frozenlm.analysis import ablation
 from hf_frozenlm.commands import ablate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,8 @@ def test_quick_study_runs_end_to_end(tmp_path):
     assert [(r["arm"], r["seed"], r["llm_layers"]) for r in rows] == [("none", "0", ""), ("llm", "0", "-1"),
                                                                        ("llm-middle", "0", "15")]
     for row in rows:
-        assert 0.0 <= float(row["test_accuracy"]) <= 1.0 and row["budget"] == "2 steps"
+        assert row["metric"] == "accuracy" and row["task"] == "image-classification"
+        assert 0.0 <= float(row["test_score"]) <= 1.0 and row["budget"] == "2 steps"
         assert row["command"].startswith("hf-frozenlm ablate --quick")
         assert f"--seed 0 --output_dir {runs}/{row['arm']}-seed0" in row["train_command"]
     # Study run folders keep metrics, not weights; the two mIoU models stay whole for `hf-frozenlm analyze`.
@@ -40,19 +41,30 @@ def test_quick_study_runs_end_to_end(tmp_path):
     assert all(0.0 <= float(r["miou"]) <= 1.0 for r in miou)
 
 
-def test_options_the_study_sets_are_refused():
-    with pytest.raises(SystemExit):
-        ablate.main(["--quick", "--variant", "mlp"])
-    with pytest.raises(SystemExit):
-        ablate.main(["--quick", "--no_such_training_option", "1"])
+def test_options_the_study_sets_are_refused(capsys):
+    from hf_frozenlm.cli import main
+
+    assert main(["ablate", "--quick", "--variant", "mlp"]) == 2
+    assert "the study sets these per run" in capsys.readouterr().err
+    assert main(["ablate", "--quick", "--no_such_training_option", "1"]) == 2  # refused before any run
+    assert "--no_such_training_option" in capsys.readouterr().err
 
 
-def test_option_helpers_and_layer_resolution():
-    argv = ["--llm", "x", "--dataset=digits", "--max_steps", "5", "--llm_layers", "-2", "-1", "--bf16"]
-    assert ablation.option_value(argv, "dataset") == "digits"
-    assert ablation.drop_options(argv, ["llm_layers", "dataset"]) == ["--llm", "x", "--max_steps", "5", "--bf16"]
-    assert ablation.describe_budget(ablation.with_defaults(argv, ablation.STUDY_TRAINING_DEFAULTS)) == "5 steps"
-    assert "--num_train_epochs" not in ablation.with_defaults(argv, ablation.STUDY_TRAINING_DEFAULTS)
+def test_study_budget_arm_arguments_and_layer_resolution(tmp_path):
+    from hf_frozenlm.training import parse_train_arguments
+
+    argv = ["--task", "motion-forecasting", "--max_steps", "5", "--learning_rate", "3e-4"]
+    base = ablation.apply_study_defaults(parse_train_arguments([*argv, "--output_dir", str(tmp_path)]), argv)
+    base.argv = list(argv)  # as `ablate` does: the runs' own command lines start from the user's options
+    # A given step budget wins over the study's epochs; the study's other defaults apply; the user's options stay.
+    assert ablation.describe_budget(base.training) == "5 steps" and base.training.eval_strategy == "no"
+    assert base.training.learning_rate == 3e-4
+    arm = ablation.arm_arguments(base, ablation.ARM_BY_NAME["llm-last2"], [-2, -1], 3, str(tmp_path / "run"))
+    assert (arm.model.variant, arm.model.llm_layers, arm.training.seed) == ("llm", [-2, -1], 3)
+    assert arm.training.output_dir == str(tmp_path / "run") and base.training.seed == 42  # the base is untouched
+    # The command recorded for the run is the one that would reproduce it.
+    assert arm.argv == [*argv, "--variant", "llm", "--seed", "3", "--output_dir", str(tmp_path / "run"),
+                        "--llm_layers", "-2", "-1"]
     assert [ablation.resolve_layers(s, 30) for s in ("first", "middle", "last", "last2")] == [[0], [15], [-1], [-2, -1]]
 
 
@@ -78,11 +90,15 @@ def test_paired_test_t_and_sign_fallback(monkeypatch):
 
 
 def test_summary_pairs_by_seed():
-    rows = [dict(arm=a, seed=s, llm_layers="", test_accuracy=t, val_accuracy=t, wall_s=1.0)
+    rows = [dict(arm=a, seed=s, llm_layers="", metric="accuracy", test_score=t, val_score=t, wall_s=1.0)
             for a, s, t in [("none", 0, 0.80), ("none", 1, 0.90), ("llm", 1, 0.95), ("llm", 0, 0.82)]]
     llm = ablation.summarize(rows)[1]
     assert llm["arm"] == "llm" and llm["seeds"] == [0, 1]
     assert llm["diff"][0] == pytest.approx(0.035) and llm["wins"] == (2, 2)
+    # A metric where lower is better (motion's minADE): "better" means a lower error than none's.
+    errors = [dict(row, task="motion-forecasting", metric="minADE") for row in rows]
+    assert ablation.summarize(errors)[1]["wins"] == (0, 2)
+    assert "Lower minADE is better" in ablation.markdown_table(errors)
 
 
 def test_committed_results_match_their_csv():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from hf_frozenlm.analysis import (
+from hf_frozenlm.analysis.maps import (
     STAGES,
     TokenRecorder,
     attention_maps,
@@ -21,7 +21,7 @@ from hf_frozenlm.analysis import (
     token_grid,
     token_magnitude,
 )
-from hf_frozenlm.builtin_masked import load_masked_digits, masked_digits_arrays
+from hf_frozenlm.data.masked_digits import load_masked_digits, masked_digits_arrays
 
 
 # -- the measures against hand computations -----------------------------------------------------------------
@@ -210,14 +210,18 @@ def test_analysis_restores_mode_backend_and_outputs(tiny_digits_model, pixels):
     assert model.training
     assert (model.config._attn_implementation, model.config.vision_config._attn_implementation,
             model.config.llm_config._attn_implementation) == backends
-    assert not any(p.requires_grad for p in model.vit_llama.frozen_lm.llm_parameters())
+    assert not any(p.requires_grad for p in model.vit_llama.frozen_lm.llm_own_parameters())
     with torch.no_grad():
         assert torch.equal(model(pixels).logits, before)
 
 
-def test_unknown_heads_are_told_how_to_register():
-    with pytest.raises(TypeError, match="register_token_grid"):
-        token_grid(nn.Linear(2, 2), torch.zeros(1, 2))
+def test_a_model_of_no_task_is_refused():
+    from transformers import ViTConfig, ViTModel
+
+    vit = ViTModel(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             image_size=8, patch_size=4))
+    with pytest.raises(TypeError, match="not a model of an hf_frozenlm task"):
+        token_grid(vit, torch.zeros(1, 3, 8, 8))
 
 
 # -- the masked dataset and the command ---------------------------------------------------------------------
@@ -241,10 +245,14 @@ def test_analyze_command_writes_grids_and_tables(tiny_digits_model, tmp_path):
 
     from hf_frozenlm.cli import main
 
+    from hf_frozenlm.tasks.image_classification import image_processor_for
+
     model = tiny_digits_model()
     model.save_pretrained(tmp_path / "model")
     baseline = build_variant("none", None)
     baseline.save_pretrained(tmp_path / "baseline")
+    for saved in (model, baseline):  # the processor training saves beside the model
+        image_processor_for(saved.config).save_pretrained(tmp_path / ("model" if saved is model else "baseline"))
 
     out = tmp_path / "analysis"
     assert main(["analyze", "--model", str(tmp_path / "model"), "--baseline", str(tmp_path / "baseline"),

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hf_frozenlm.data import (DataArguments, DataError, RandomResizedCropFlip, load_image_classification_data,
-                              to_rgb)
+from hf_frozenlm.data.images import RandomResizedCropFlip, load_image_classification_data, to_rgb
+from hf_frozenlm.errors import DataError
+from hf_frozenlm.training.arguments import DataArguments
 
 
 def write_imagefolder(root, classes=("cat", "dog", "fox"), per_class=6, size=12, corrupt=0):
@@ -25,15 +26,15 @@ def write_imagefolder(root, classes=("cat", "dog", "fox"), per_class=6, size=12,
 
 
 def test_digits_split_is_seeded_stratified_and_dark_ink_on_white():
-    data = load_image_classification_data(DataArguments())
+    data = load_image_classification_data(DataArguments(dataset="digits"))
     sizes = {name: len(split) for name, split in data.splits.items()}
     assert sizes == {"train": 1257, "validation": 180, "test": 360}
-    assert data.id2label[3] == "3" and data.num_labels == 10
+    assert data.id2label[3] == "3" and len(data.id2label) == 10
     image = np.asarray(data.splits["train"][0]["image"])
     assert image.shape == (8, 8) and image[0, 0] == 255 and image.min() < 64  # white paper, dark ink
-    again = load_image_classification_data(DataArguments())
+    again = load_image_classification_data(DataArguments(dataset="digits"))
     assert again.splits["test"]["label"] == data.splits["test"]["label"]
-    other = load_image_classification_data(DataArguments(split_seed=1))
+    other = load_image_classification_data(DataArguments(dataset="digits", split_seed=1))
     assert other.splits["test"]["label"] != data.splits["test"]["label"]
     # every class in every split (stratified)
     assert all(len(set(split["label"])) == 10 for split in data.splits.values())
@@ -44,7 +45,7 @@ def test_imagefolder_classes_modes_and_corrupt_files_skipped(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         data = load_image_classification_data(DataArguments(dataset=f"imagefolder:{tmp_path / 'data'}",
                                                             validation_fraction=0.2, test_fraction=0.2))
-    assert data.skipped_images == 2
+    assert data.skipped == 2
     assert "Skipped 2 unreadable image(s)" in caplog.text
     assert data.id2label == {0: "cat", 1: "dog", 2: "fox"}
     assert sum(len(s) for s in data.splits.values()) == 18
@@ -65,12 +66,17 @@ def test_to_rgb_conversions():
     assert to_rgb(transparent_palette).getpixel((0, 0)) == (255, 255, 255)
 
 
-def test_random_resized_crop_flip_keeps_size():
+def test_random_resized_crop_flip_keeps_size_and_follows_the_global_seed():
     import random
 
-    augment = RandomResizedCropFlip(size=16, rng=random.Random(0))
-    outputs = [augment(Image.new("RGB", (40, 30), (255, 0, 0))) for _ in range(5)]
+    augment = RandomResizedCropFlip(size=16)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    random.seed(0)
+    outputs = [augment(image) for _ in range(5)]
     assert all(o.size == (16, 16) and o.mode == "RGB" for o in outputs)
+    # Python's global generator decides the crops: Trainer checkpoints its state, so a resumed run crops the same.
+    random.seed(0)
+    assert [np.asarray(augment(image)).tobytes() for _ in range(5)] == [np.asarray(o).tobytes() for o in outputs]
 
 
 def _no_labels(root):
@@ -109,6 +115,19 @@ def _unknown_split(root):
     return f"imagefolder:{root}", {"validation_split": "dev2"}
 
 
+def _no_images(root):
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    return f"imagefolder:{root}", {}
+
+
+def _only_text_files(root):
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        (root / name / "notes.txt").write_text("not an image")
+    return f"imagefolder:{root}", {}
+
+
 @pytest.mark.parametrize("make, message", [
     (_no_labels, "Found no label column: looked for label, labels, fine_label"),
     (_one_class, "a classifier needs at least two"),
@@ -117,6 +136,9 @@ def _unknown_split(root):
     (_strict_corrupt, "unreadable image(s) in split 'train'"),
     (_missing_folder, "is not a directory"),
     (_unknown_split, "--validation_split 'dev2' is not a split"),
+    # Before: a raw datasets traceback (EmptyDatasetError / "Instruction train corresponds to no data").
+    (_no_images, "holds no image files"),
+    (_only_text_files, "holds no image files"),
 ])
 def test_bad_data_gets_a_clear_message(tmp_path, make, message):
     dataset, options = make(tmp_path / "data")
@@ -125,13 +147,13 @@ def test_bad_data_gets_a_clear_message(tmp_path, make, message):
     assert message in str(error.value)
 
 
-def test_bad_data_message_reaches_the_command_line(tmp_path):
-    from hf_frozenlm.commands import train
+def test_bad_data_message_reaches_the_command_line(tmp_path, capsys):
+    from hf_frozenlm.cli import main
 
     dataset, _ = _one_class(tmp_path / "data")
-    with pytest.raises(SystemExit) as error:
-        train.main(["--dataset", dataset, "--output_dir", str(tmp_path / "run")])
-    assert "needs at least two" in str(error.value) and "hf-frozenlm train:" in str(error.value)
+    assert main(["train", "--dataset", dataset, "--output_dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]  # after datasets' progress bars: one line
+    assert error.startswith("hf-frozenlm train:") and "needs at least two" in error
 
 
 def test_hub_style_dataset_columns_splits_and_string_labels(tmp_path):

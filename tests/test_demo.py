@@ -33,7 +33,7 @@ from hf_frozenlm.spaces import app  # noqa: E402
 
 
 def _save(model, folder: Path) -> str:
-    from hf_frozenlm.processing import image_processor_for
+    from hf_frozenlm.tasks.image_classification import image_processor_for
 
     model.config.id2label = {i: str(i) for i in range(10)}
     model.config.label2id = {str(i): i for i in range(10)}
@@ -191,7 +191,7 @@ def test_requests_queue_one_at_a_time(served):
 def test_maps_match_the_analysis_module(tiny_digits_model):
     """The Space's standalone maps are the paper's maps as hf_frozenlm.analysis computes them."""
     from hf_frozenlm.analysis import token_activations_all
-    from hf_frozenlm.frozenlm_maps import predict_with_maps
+    from hf_frozenlm.analysis.frozenlm_maps import predict_with_maps
 
     model = tiny_digits_model().eval()
     pixel_values = torch.randn(2, 3, 16, 16)
@@ -224,7 +224,7 @@ def test_space_readme_front_matter():
 
 def test_assembled_space_runs_without_hf_frozenlm(tmp_path, model_dirs):
     """The upload folder alone (plus pip packages) serves the model: hf_frozenlm cannot be imported there."""
-    from hf_frozenlm.space import assemble_space
+    from hf_frozenlm.hub.space import assemble_space
 
     folder = tmp_path / "space"
     files = assemble_space(folder, model_id=model_dirs[0])

@@ -19,9 +19,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from hf_frozenlm import LLMChecksumError, LLMSourceNotFoundError, ViTLlamaForImageClassification
-from hf_frozenlm.hub import PublishError, push_space, push_to_hub
+from hf_frozenlm.errors import PublishError
+from hf_frozenlm.hub.push import push_space, push_to_hub
 from hf_frozenlm.modeling.frozenlm_loading import LLM_PATH_ENV
-from hf_frozenlm.processing import image_processor_for
+from hf_frozenlm.tasks.image_classification import image_processor_for
 
 REPO_ID = "someone/vit-llama-digits"
 METRICS = {"test": {"accuracy": 0.8125, "top5_accuracy": 0.9875, "loss": 0.61}, "validation": {"accuracy": 0.79}}
@@ -56,7 +57,8 @@ def published(tiny_digits_model, tmp_path_factory):
 
 EXPECTED_FILES = sorted([
     "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "run_config.json",
-    "configuration_frozenlm.py", "configuration_vit_llama.py", "frozenlm_block.py", "frozenlm_loading.py",
+    "configuration_frozenlm.py", "configuration_vit_llama.py", "frozenlm_auto.py", "frozenlm_block.py",
+    "frozenlm_loading.py",
     "modeling_vit_llama.py",
 ])
 
@@ -138,7 +140,7 @@ def test_published_folder_loads_without_hf_frozenlm_and_snippets_run(published, 
     assert completed.returncode == 0, completed.stderr[-3000:]
     result = torch.load(tmp_path / "out.pt")
     assert all(module.startswith("transformers_modules.") for module in result["modules"])
-    assert result["snippets"] == 2
+    assert result["snippets"] == 1
     assert "digit " in completed.stdout  # the Auto snippet printed a label name
     with torch.no_grad():
         assert torch.equal(result["logits"], model(pixels).logits)
@@ -314,7 +316,7 @@ def _lora_adapters(root, run_dir):
 BAD_INPUTS = {
     "missing folder": (lambda root, run_dir: (root / "nowhere", REPO_ID), "does not exist"),
     "not a model": (_not_a_model, "not a saved model"),
-    "another model type": (_other_model_type, "not an hf_frozenlm model"),
+    "another model type": (_other_model_type, "not an hf_frozenlm task model"),
     "no preprocessor config": (_no_preprocessor, "preprocessor_config.json"),
     "LoRA adapters only": (_lora_adapters, "hf-frozenlm merge"),
     "invalid repo id": (lambda root, run_dir: (run_dir, "someone/bad name!"), "not a valid Hub model repo id"),

@@ -1,5 +1,6 @@
 """README's quickstart runs exactly as written; the wheel installs the Hub-portable code as hf_frozenlm.modeling."""
 
+import os
 import re
 import subprocess
 import sys
@@ -28,18 +29,21 @@ def test_wheel_ships_modeling_as_a_subpackage(tmp_path):
     )
     (wheel,) = tmp_path.glob("hf_frozenlm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "hf_frozenlm/modeling/frozenlm_block.py" in names
+    for name in ("hf_frozenlm/modeling/frozenlm_block.py", "hf_frozenlm/hub/model_card_template.md",
+                 "hf_frozenlm/tasks/motion_forecasting.py", "hf_frozenlm/spaces/app.py"):
+        assert name in names, name
     assert not any(name.startswith("modeling/") for name in names)  # never a top-level package named `modeling`
-    # Installed from the wheel into a fresh environment, the package imports and registers its Auto classes.
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    # Installed from the wheel on its own (a target folder first on the path, this interpreter's packages for the
+    # rest), the package imports from there and registers its Auto classes. A `venv --system-site-packages` would see
+    # the base interpreter's packages, not those of a virtualenv running the suite (`make test PYTHON=.venv/...`).
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target),
+                    str(wheel)], check=True)
     code = (
         "import hf_frozenlm, transformers; "
-        "assert 'site-packages' in hf_frozenlm.modeling.__file__ and str(hf_frozenlm.modeling.__file__).startswith("
-        f"{str(venv)!r}), hf_frozenlm.modeling.__file__; "
+        f"assert hf_frozenlm.modeling.__file__.startswith({str(target)!r}), hf_frozenlm.modeling.__file__; "
         "print(transformers.AutoConfig.for_model('vit_llama', llm_config={'model_type': 'llama'}).model_type)"
     )
-    out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.stdout.strip() == "vit_llama"

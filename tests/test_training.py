@@ -1,4 +1,5 @@
-"""`hf-frozenlm train/evaluate/predict/merge` end to end on tiny settings, offline on CPU.
+"""`hf-frozenlm train/evaluate/predict/merge` for image classification end to end on tiny settings, offline on CPU
+(the other tasks go through the same loop: tests/test_cli_tasks.py).
 
 The CLI runs in-process (train.main) where possible: importing transformers and reading the GGUF layer
 dominate a few-step run, and only the remote-code and torchrun checks need a fresh process.
@@ -6,6 +7,7 @@ dominate a few-step run, and only the remote-code and torchrun checks need a fre
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -50,7 +52,8 @@ def test_default_run_writes_a_complete_run_folder(default_run, smollm2_last_laye
     assert config["auto_map"]["AutoModelForImageClassification"] == "modeling_vit_llama.ViTLlamaForImageClassification"
     assert config["vision_config"]["image_size"] == 8 and config["llm_layers"] == [-1]
     metrics = json.loads((default_run / "metrics.json").read_text())
-    assert set(metrics) == {"train", "validation", "test"}
+    assert set(metrics) == {"task", "dataset", "primary_metric", "train", "validation", "test"}
+    assert metrics["task"] == "image-classification" and metrics["primary_metric"] == "accuracy"
     assert 0 <= metrics["test"]["accuracy"] <= 1 and "top5_accuracy" in metrics["test"]
     card = (default_run / "README.md").read_text()
     assert "model-index" in card and "trust_remote_code=True" in card and "smollm2-135m" in card
@@ -68,7 +71,9 @@ def test_default_run_writes_a_complete_run_folder(default_run, smollm2_last_laye
 
 
 def test_output_folder_is_never_silently_overwritten(default_run):
-    with pytest.raises(SystemExit, match="exists and is not empty.*--overwrite_output_dir"):
+    from hf_frozenlm.errors import UsageError
+
+    with pytest.raises(UsageError, match="exists and is not empty.*--overwrite_output_dir"):
         train.main(["--output_dir", str(default_run), *SHORT])
 
 
@@ -84,14 +89,15 @@ def test_evaluate_and_predict_commands(default_run, tmp_path, capsys):
     Image.new("RGB", (30, 20), (200, 180, 160)).save(photo)
     assert predict_command.main(["--model", str(default_run), str(image), str(photo), "--top_k", "3", "--json"]) == 0
     prediction, _ = json.loads(capsys.readouterr().out)
-    assert prediction["image"] == str(image) and len(prediction["predictions"]) == 3
+    assert prediction["input"] == str(image) and len(prediction["predictions"]) == 3
     assert {p["label"] for p in prediction["predictions"]} <= {str(d) for d in range(10)}
 
 
 def test_optimizer_holds_exactly_the_trainable_params_and_the_decay_policy(tiny_digits_model, tmp_path):
     from transformers import TrainingArguments
 
-    from hf_frozenlm.training import FrozenLMTrainer, check_optimizer_params, freeze_trunk
+    from hf_frozenlm.training import FrozenLMTrainer
+    from hf_frozenlm.training.trainer import check_optimizer_params
 
     model = tiny_digits_model()
     args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", weight_decay=0.05)
@@ -108,7 +114,7 @@ def test_optimizer_holds_exactly_the_trainable_params_and_the_decay_policy(tiny_
     assert all(n.endswith("bias") or "norm" in n or "embeddings" in n for n in no_decay)
 
     frozen_trunk = tiny_digits_model()
-    freeze_trunk(frozen_trunk)
+    frozen_trunk.freeze_trunk()
     trainable = {n for n, p in frozen_trunk.named_parameters() if p.requires_grad}
     assert trainable == {"vit_llama.frozen_lm.proj_in.weight", "vit_llama.frozen_lm.proj_out.weight",
                          "classifier.weight", "classifier.bias"}
@@ -173,7 +179,8 @@ def test_lora_adapters_save_load_and_merge(tmp_path, tiny_digits_model):
     from peft import PeftModel
 
     from hf_frozenlm import ViTLlamaForImageClassification
-    from hf_frozenlm.training import ModelArguments, apply_lora, load_trained_model
+    from hf_frozenlm.training import ModelArguments, load_trained_model
+    from hf_frozenlm.training.lora import apply_lora
 
     # In process: LoRA on the block's attention only; adapters + modules_to_save round-trip exactly.
     model = apply_lora(tiny_digits_model(), ModelArguments(lora_r=4))
@@ -202,7 +209,7 @@ def test_lora_adapters_save_load_and_merge(tmp_path, tiny_digits_model):
                        *SHORT, *TINY_TRUNK]) == 0
     assert (run / "adapter_config.json").is_file() and (run / "base" / "model.safetensors").is_file()
     assert json.loads((run / "adapter_config.json").read_text())["base_model_name_or_path"] == "base"
-    peft_model, processor = load_trained_model(str(run))
+    _, peft_model, processor = load_trained_model(str(run))
     pixel_values = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         expected = peft_model(pixel_values=pixel_values).logits
@@ -215,37 +222,73 @@ def test_lora_adapters_save_load_and_merge(tmp_path, tiny_digits_model):
     assert json.loads((tmp_path / "merged" / "config.json").read_text())["llm_source"]["lora_merged"]["r"] == 4
 
 
-def test_resume_from_checkpoint_after_an_interruption(tmp_path, monkeypatch):
-    from hf_frozenlm.training import FrozenLMTrainer
-
-    run = tmp_path / "run"
-    options = ["--output_dir", str(run), *TINY_TRUNK, "--max_steps", "4", "--max_train_samples", "64",
-               "--max_eval_samples", "20", "--per_device_train_batch_size", "16", "--eval_strategy", "no",
-               "--save_strategy", "steps", "--save_steps", "2"]
-    original = FrozenLMTrainer._save_checkpoint
-
-    def save_then_crash(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        raise KeyboardInterrupt("simulated crash after the first checkpoint")
-
-    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(options)
-    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", original)
-    assert os.path.isdir(run / "checkpoint-2") and not (run / "metrics.json").exists()
-    assert train.main([*options, "--resume_from_checkpoint", "last"]) == 0
-    state = json.loads((run / "trainer_state.json").read_text())
-    assert state["global_step"] == 4 and (run / "metrics.json").is_file()
-
-
 def test_torchrun_two_processes_train_and_save_once(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "-m", "hf_frozenlm", "train", "--output_dir", str(run), *SHORT, *TINY_TRUNK, "--bf16", "false"]
+               "-m", "hf_frozenlm", "train", "--output_dir", str(run), *SHORT, *TINY_TRUNK, "--precision", "fp32"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert result.stdout.count("Run folder:") == 1  # rank 0 alone writes and reports
     run_config = json.loads((run / "run_config.json").read_text())
     assert run_config["world_size"] == 2 and run_config["command"].startswith("torchrun --nproc_per_node 2")
     assert (run / "model.safetensors").is_file() and (run / "README.md").is_file()
+
+
+# -- what never reaches a file, a log line or an upload -------------------------------------------------------
+SECRET = "hf_SECRETtokenABCDEFGHIJKLMNOPQRSTUV"
+
+
+def test_secrets_never_reach_the_run_folder_the_log_or_a_push(tmp_path, capsys, caplog):
+    """Before: --hub_token went into run_config.json (command and argv), reproduce.sh and the model card, and push
+    uploaded all three. Now every file the run writes is clean, and push refuses a folder that is not."""
+    from hf_frozenlm.cli import main
+    from hf_frozenlm.hub.push import push_to_hub
+    from hf_frozenlm.errors import PublishError
+
+    run = tmp_path / "run"
+    with caplog.at_level("INFO"):
+        assert main(["train", "--output_dir", str(run), *SHORT, *TINY_TRUNK, "--hub_token", SECRET,
+                     "--run_name", "https://user:p4ssw0rd@tracker.example/x"]) == 0
+    written = {path.name: path.read_bytes() for path in run.rglob("*") if path.is_file()}
+    leaks = [name for name, content in written.items() if SECRET.encode() in content or b"p4ssw0rd" in content]
+    assert not leaks, leaks  # training_args.bin (Trainer's pickle) included
+    assert "<redacted>" in (run / "reproduce.sh").read_text()
+    captured = capsys.readouterr()
+    assert SECRET not in captured.out + captured.err + caplog.text
+    assert "p4ssw0rd" not in captured.out + captured.err + caplog.text
+    assert push_to_hub(run, "someone/clean", dry_run_dir=tmp_path / "publish").files  # a clean run publishes
+    old_run = tmp_path / "old-run"  # a run folder written by an earlier version, with the token in it
+    shutil.copytree(run, old_run)
+    (old_run / "reproduce.sh").write_text(f"hf-frozenlm train --hub_token {SECRET}\n")
+    with pytest.raises(PublishError, match="reproduce.sh:1: an access token"):
+        push_to_hub(old_run, "someone/leaky", dry_run_dir=tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--learning_rate", "-1"], "pass a positive learning rate"),
+    (["--num_train_epochs", "-3", "--max_steps", "-1"], "pass a positive number of epochs"),
+    (["--output_dir", "FILE"], "is a file, not a folder"),
+    (["--mixup", "0.8", "--task", "motion-forecasting"], "--mixup / --cutmix mix images"),
+    (["--label_smoothing_factor", "0.1", "--task", "motion-forecasting"], "applies to class labels"),
+    (["--llm_layers", "-1", "-1"], "more than once"),
+    (["--trunk_kwargs", "{not json"], "is not valid JSON"),
+    (["--patch_size", "4", "--task", "motion-forecasting"], "has no field(s) ['patch_size']"),
+    (["--lora_r", "4", "--variant", "none"], "--lora_r needs an LLM block"),
+    (["--push_to_hub"], "hf-frozenlm push"),
+    (["--no_such_option", "1"], "are not used by the HfArgumentParser: ['--no_such_option', '1']"),
+])
+def test_bad_training_options_get_one_line(tmp_path, capsys, options, message):
+    """Before: --learning_rate -1 and an --output_dir that is a file gave tracebacks; --num_train_epochs -3 exited 0
+    with an untrained model and a card."""
+    from hf_frozenlm.cli import main
+
+    (tmp_path / "FILE").write_text("")
+    options = [str(tmp_path / o) if o == "FILE" else o for o in options]
+    if "--output_dir" not in options:
+        options += ["--output_dir", str(tmp_path / "run")]
+    assert main(["train", *options]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("hf-frozenlm train:") and message in error, error
+    assert not (tmp_path / "run").exists()

@@ -25,6 +25,7 @@ class EvaluateArguments:
 def main(argv: list[str]) -> int:
     from transformers import HfArgumentParser
 
+    from ..data.splits import truncate_splits
     from ..errors import UsageError
     from ..training.arguments import DataArguments
     from ..training.loading import load_trained_model, recorded_data_arguments
@@ -37,7 +38,9 @@ def main(argv: list[str]) -> int:
         raise UsageError(f"--batch_size {eval_args.batch_size}: pass 1 or more.")
     task, model, processor = load_trained_model(eval_args.model)
     data_args = recorded_data_arguments(eval_args.model, data_args, argv)
-    data = task.prepare_for_evaluation(model, task.load_data(data_args))
+    data = task.load_data(data_args)
+    data.splits = truncate_splits(data.splits, data_args.max_train_samples, data_args.max_eval_samples)
+    data = task.prepare_for_evaluation(model, data)
     if eval_args.split not in data.splits:
         raise UsageError(f"--split {eval_args.split!r}: the dataset has splits {list(data.splits)}.")
     split = data.splits[eval_args.split]

@@ -280,11 +280,6 @@ def _finish(splits, args, skipped: int):
             f"The training split has {len(present)} class ({found}); a classifier needs at least two. For an "
             "imagefolder dataset, put each class in its own sub-folder: PATH/<class name>/<image>."
         )
-    if args.max_train_samples:
-        splits["train"] = splits["train"].select(range(min(args.max_train_samples, len(splits["train"]))))
-    if args.max_eval_samples:
-        for name in ("validation", "test"):
-            splits[name] = splits[name].select(range(min(args.max_eval_samples, len(splits[name]))))
     from ..tasks.base import TaskData
 
     id2label = dict(enumerate(label_feature.names))

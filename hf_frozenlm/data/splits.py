@@ -47,3 +47,15 @@ def dataset_from_examples(examples: list[dict], features=None, seed: int = 0, va
     table = datasets.Dataset.from_list(examples, features=features)
     return carve_missing_splits(datasets.DatasetDict(train=table), label_column, seed, validation_fraction,
                                 test_fraction)
+
+
+def truncate_splits(splits, max_train_samples: int | None = None, max_eval_samples: int | None = None):
+    """--max_train_samples / --max_eval_samples (debugging, quick runs): the first n examples of train, and of
+    validation and test. The same for every task; applied by the training loop after the task loads its data."""
+    import datasets
+
+    limits = {"train": max_train_samples, "validation": max_eval_samples, "test": max_eval_samples}
+    return datasets.DatasetDict({
+        name: split.select(range(min(limits[name], len(split)))) if limits.get(name) else split
+        for name, split in splits.items()
+    })

@@ -202,16 +202,16 @@ def push_to_hub(
     run_dir, task = check_run_dir(run_dir)
     if dry_run_dir is None and api is None:
         check_online()
-    out_dir = prepare_output_dir(dry_run_dir) if dry_run_dir is not None else None
     commit_message = commit_message or f"Upload {repo_id.split('/')[-1]} (hf_frozenlm, {task.name})"
 
     import hf_frozenlm  # noqa: F401  (registers the model classes with the Auto classes)
 
     model = task.model_class.from_pretrained(run_dir).eval()
-    processor = task.load_processor(str(run_dir))
-    if processor is None:
-        raise PublishError(f"{run_dir} has no saved processor, so the published model could not turn inputs into "
-                           "model inputs. Save the run's processor beside it (`hf-frozenlm train` does).")
+    try:
+        processor = task.load_processor(str(run_dir))
+    except (RunFolderError, OSError, ValueError) as error:
+        raise PublishError(f"{error} Without it the published model could not turn inputs into model inputs "
+                           "(`pipeline` and the processor's Auto class would fail).") from error
     warnings = []
     if not frozen_weights:
         try:
@@ -222,7 +222,8 @@ def push_to_hub(
         for warning in warnings:
             logger.warning(warning)
 
-    if out_dir is not None:
+    if dry_run_dir is not None:
+        out_dir = prepare_output_dir(dry_run_dir)  # only once every check passed
         files = assemble_model_folder(task, model, processor, run_dir, out_dir, repo_id, frozen_weights)
         return PublishResult(repo_id, "model", revision, commit_message, files, folder=out_dir, warnings=warnings)
 

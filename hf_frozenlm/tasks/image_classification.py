@@ -84,12 +84,17 @@ class ImageClassificationTask(ClassificationTask):
     def load_processor(self, folder: str):
         from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
 
-        if os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
-            return ViTImageProcessorPil.from_pretrained(folder)
-        from ..training.loading import read_config
-        from transformers import AutoConfig
+        from ..errors import RunFolderError
 
-        return image_processor_for(AutoConfig.from_pretrained(folder)) if read_config(folder) else None
+        if not os.path.isfile(os.path.join(folder, "preprocessor_config.json")):
+            # Not rebuilt from the config: a model trained with a pretrained trunk's processor (its own mean / std)
+            # would silently see other pixel values.
+            raise RunFolderError(
+                f"{folder} has no preprocessor_config.json, the image processor the model was trained with. Save it "
+                "beside the model: `hf_frozenlm.tasks.image_classification.image_processor_for(model.config)"
+                ".save_pretrained(FOLDER)` (or the processor you trained with)."
+            )
+        return ViTImageProcessorPil.from_pretrained(folder)
 
     def collators(self, model, processor, seed: int, data: TaskData | None = None):
         augment = data is not None and data.info.get("augment")

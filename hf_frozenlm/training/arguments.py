@@ -222,9 +222,12 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
     if task_name not in TASK_NAMES:
         raise UsageError(f"--task {task_name!r} is not a task; tasks: {', '.join(TASK_NAMES)}.")
     task = get_task(task_name)
-    model_args, data_args, run_args, training_args = build_train_parser(task_name).parse_args_into_dataclasses(
-        args=list(argv)
-    )
+    try:
+        model_args, data_args, run_args, training_args = build_train_parser(task_name).parse_args_into_dataclasses(
+            args=list(argv)
+        )
+    except ValueError as error:  # HfArgumentParser: unknown options; TrainingArguments: values it rejects
+        raise UsageError(f"hf-frozenlm train: {error}") from error
     if not option_given(argv, "bf16") and not option_given(argv, "fp16"):
         training_args.bf16 = use_bf16(run_args.precision, training_args.use_cpu)
     if not option_given(argv, "output_dir"):

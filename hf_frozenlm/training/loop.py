@@ -14,6 +14,7 @@ import tempfile
 
 import torch
 
+from ..data.splits import truncate_splits
 from ..errors import UsageError
 from .arguments import TrainArguments
 from .checkpoints import resolve_resume
@@ -70,10 +71,16 @@ def train_task(arguments: TrainArguments) -> dict:
 
     with training_args.main_process_first(desc="loading the dataset"):
         data = task.load_data(data_args)
+        data.splits = truncate_splits(data.splits, data_args.max_train_samples, data_args.max_eval_samples)
     logger.info("Task %s, dataset %s%s", task.name, data.describe(),
                 f"; {data.skipped} unreadable example(s) skipped" if data.skipped else "")
 
-    model = task.build_model(model_args, data_args, data)
+    try:
+        model = task.build_model(model_args, data_args, data)
+    except (ValueError, IndexError) as error:
+        # The model code checks configs and parts (layer indices, trunk sizes) and says what is wrong in its
+        # message; here those are the user's options.
+        raise UsageError(f"Cannot build the {task.name} model from these options: {error}") from error
     if model_args.freeze_trunk:
         trunk, _ = task.trunk(model_args, data_args)
         if isinstance(trunk, str) and trunk in task.model_class.trunk_presets:

@@ -152,16 +152,22 @@ class FrozenLMTrainer(Trainer):
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _save(self, output_dir=None, state_dict=None):
         """Trainer pickles its arguments (hub_token included) into every checkpoint's training_args.bin: blank the
-        secret fields while it does."""
-        from ..redaction import is_secret_name
+        secret fields, and redact secrets inside other strings (a URL with credentials), while it does."""
+        from ..redaction import is_secret_name, redact_text
 
-        secrets = {name: value for name, value in vars(self.args).items() if is_secret_name(name) and value}
-        for name in secrets:
-            setattr(self.args, name, None)
+        originals = {}
+        for name, value in vars(self.args).items():
+            if value and is_secret_name(name):
+                originals[name], cleaned = value, None
+            elif isinstance(value, str) and (cleaned := redact_text(value)) != value:
+                originals[name] = value
+            else:
+                continue
+            setattr(self.args, name, cleaned)
         try:
             return super()._save(output_dir, state_dict)
         finally:
-            for name, value in secrets.items():
+            for name, value in originals.items():
                 setattr(self.args, name, value)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):

@@ -228,6 +228,12 @@ def model_id_from_readme(readme: Path = HERE / "README.md") -> str | None:
 
 
 # -- the app -------------------------------------------------------------------------------------------------
+def status_line(labels: dict[str, float], started: float, now: float) -> str:
+    """The top label and how long the whole request took: reading and preparing the input, and the model calls."""
+    best = next(iter(labels))
+    return f"Predicted **{best}** ({labels[best]:.0%}) in {(now - started) * 1000:.0f} ms on CPU, input and maps included."
+
+
 def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
     """The Blocks app for one model (and optionally a baseline beside it), queued one request at a time."""
     main = LoadedModel.load(model_id)
@@ -238,11 +244,7 @@ def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
     def run(image: Image.Image, started: float):
         labels, tiles = main.classify(image)
         base_labels, base_tiles = baseline.classify(image) if baseline else (None, None)
-        # The whole request: reading and preparing the input as well as the model calls.
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        best = next(iter(labels))
-        status = f"Predicted **{best}** ({labels[best]:.0%}) in {elapsed_ms:.0f} ms on CPU, input and maps included."
-        return labels, tiles, status, base_labels, base_tiles
+        return labels, tiles, status_line(labels, started, time.perf_counter()), base_labels, base_tiles
 
     def guarded(prepare):
         """Input problems become a message in the UI; anything unexpected is logged, never shown as a trace."""

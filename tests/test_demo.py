@@ -252,11 +252,66 @@ def test_demo_command_without_a_trained_run_says_how_to_make_one(tmp_path, monke
     from hf_frozenlm.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["demo"]) == 1
+    assert main(["demo"]) == 2
     err = capsys.readouterr().err
     assert "runs/digits-vit-tiny-llm" in err and "make train" in err and "hf-frozenlm train" in err
-    assert main(["demo", "--model", str(tmp_path)]) == 1
+    assert main(["demo", "--model", str(tmp_path)]) == 2
     assert "not a saved model folder" in capsys.readouterr().err
+    assert main(["demo", "--model", "./no/such/folder"]) == 2
+    assert "no such folder, and not a Hub model id" in capsys.readouterr().err
+
+
+def test_demo_takes_a_hub_id_and_reports_the_hubs_answer(tmp_path, monkeypatch, capsys):
+    """Before: `--model your-name/vit-llama-digits` was refused as "no such folder". A value with one slash that is
+    not a local folder is a Hub id; offline, transformers' offline message reaches the user in one line."""
+    from hf_frozenlm.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["demo", "--model", "your-name/vit-llama-digits"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hf-frozenlm demo: cannot load the model:") and "no such folder" not in err
+    assert "offline" in err.lower() or "connect" in err.lower()
+
+
+def _huge_sketch_png(path, side=13_000):
+    """A 13000 x 13000 RGBA canvas: under 1 MB as PNG, 676 MB once decoded (4.5 GB in the server before the fix)."""
+    import zlib
+
+    import struct
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes(4 * side)  # filter byte + transparent pixels
+    compressor = zlib.compressobj(9)
+    data = b"".join(compressor.compress(row) for _ in range(side)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_huge_sketch_is_refused_before_it_is_decoded(served, tmp_path):
+    import resource
+
+    _, client, _ = served
+    path = _huge_sketch_png(tmp_path / "huge.png")
+    assert path.stat().st_size < 2_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB; the server runs in this process
+    started = time.perf_counter()
+    with pytest.raises(AppError) as error:
+        client.predict({"background": None, "layers": [], "composite": handle_file(str(path))},
+                       api_name="/predict_sketch")
+    assert "That drawing is 13000x13000" in str(error.value) and "Please downscale it first" in str(error.value)
+    assert time.perf_counter() - started < 10
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 300, f"the server grew by {grown_mb:.0f} MB: the canvas was decoded"
+
+
+def test_the_status_line_times_the_whole_request():
+    """The status reports the request (reading and preparing the input included), not only the model call."""
+    status = app.status_line({"7": 0.5}, started=100.0, now=100.25)
+    assert status == "Predicted **7** (50%) in 250 ms on CPU, input and maps included."
 
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")

@@ -14,7 +14,7 @@ class VectorNetLlamaConfig(FrozenLMConfig):
     r"""VectorNet's fields (transformers has no VectorNet, so they live here, as Point-BERT's do) plus the frozen-block
     fields of `FrozenLMConfig` (`llm_config`, `llm_layers`, `variant`, `llm_dtype`, ...).
 
-    vector_feature_size: F, channels of one vector (the builtin and the Argoverse loader write 8: start xy, end xy,
+    vector_feature_size: F, channels of one vector (`MotionSceneFeatureExtractor` writes 8: start xy, end xy,
         one-hot agent / other agent / lane, and the vector's normalised order in its polyline).
     coordinate_scale: multiplies the first four channels (start and end xy, metres) before the subgraph, so that
         coordinates of tens of metres enter near unit scale (trajectories still come out in metres).

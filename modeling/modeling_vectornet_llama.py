@@ -263,10 +263,11 @@ class VectorNetLlamaForMotionForecasting(VectorNetLlamaPreTrainedModel):
         agent = outputs.pooler_output  # (B, D)
         config = self.config
         # The head predicts per-step displacements; their running sum is the trajectory (smooth, and each output
-        # has the scale of one step rather than of the whole 3 s).
+        # has the scale of one step rather than of the whole 3 s). The sum runs in float32: under bf16 autocast a
+        # bf16 running sum of 30 steps would be off by decimetres at tens of metres (bf16 keeps 8 bits).
         steps = self.trajectory_head(agent).view(-1, config.num_modes, config.future_steps, 2)
-        trajectories = steps.cumsum(dim=2)  # (B, K, T, 2)
-        mode_logits = self.mode_head(agent)  # (B, K)
+        trajectories = steps.float().cumsum(dim=2)  # (B, K, T, 2)
+        mode_logits = self.mode_head(agent).float()  # (B, K)
         loss = None
         if labels is not None:
             if tuple(labels.shape) != (agent.shape[0], config.future_steps, 2):

@@ -1,114 +1,108 @@
-"""Motion-forecasting data: scenes -> VectorNet polylines, the builtin generated road scenes, and an Argoverse 1 loader.
+"""Motion-forecasting data: raw scenes in city coordinates, from the builtin generated road scenes, Argoverse 1
+forecasting CSVs or scene JSON files.
 
-Every scene becomes the same dict of arrays, in the target agent's frame (origin at its last observed position, +x
-along its recent heading):
-    polylines (P, V, 8) float32: vectors [x_start, y_start, x_end, y_end, is_agent, is_other_agent, is_lane, order],
-        polyline 0 is the target agent's history, then the other agents, then lane centerline pieces;
-    vector_mask (P, V) bool; labels (T_future, 2) float32 (absent when the future is unknown);
-    origin (2,), rotation (2, 2): city xy = labels @ rotation.T + origin.
+A scene is a dict of city coordinates in metres (10 Hz), what `MotionSceneFeatureExtractor` (modeling/
+frozenlm_processing.py) turns into model inputs for training, evaluation, `predict` and the saved pipeline alike:
+
+    agent  (H, 2)        the target agent's observed track, oldest first (the builtin and Argoverse: 20 points, 2 s)
+    others [(N_i, 2)]    other agents' observed tracks
+    lanes  [(M_j, 2)]    lane centerlines, in driving direction
+    future (T, 2)        the agent's true future (the builtin and Argoverse: 30 points, 3 s); absent when unknown
+    scene_id             where the scene came from (file name, or the builtin's index)
+
+A scene JSON file holds one such dict ({"agent": [[x, y], ...], "others": [...], "lanes": [...], "future": [...]}).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from ..errors import DataError
 
 HZ = 10
 HISTORY_STEPS = 20  # 2 s
 FUTURE_STEPS = 30  # 3 s
-VECTOR_FEATURES = 8
-LANE_POINTS = 20  # a lane centerline is cut into pieces of at most this many points (19 vectors)
+BUILTIN_SCENES = 2000  # road-scenes without a size: 1400 train / 200 validation / 400 test
+BUILTIN_SEED = 0  # the scenes are the same for every run (a prefix for smaller sizes); --split_seed splits them
+LANE_RADIUS = 50.0  # metres: Argoverse lanes with a point this close to the agent's last position are kept
 
 
-class MotionDataError(ValueError):
-    """A scene that cannot be turned into polylines, with a message saying what was found."""
+def scene_features():
+    """The datasets schema of a scene (float64: city coordinates of thousands of metres keep their centimetres)."""
+    import datasets
+
+    point = datasets.Sequence(datasets.Value("float64"))
+    return datasets.Features({
+        "scene_id": datasets.Value("string"),
+        "agent": datasets.Sequence(point),
+        "others": datasets.Sequence(datasets.Sequence(point)),
+        "lanes": datasets.Sequence(datasets.Sequence(point)),
+        "future": datasets.Sequence(point),
+    })
 
 
-# -- scene -> polylines -----------------------------------------------------------------------------------------
-def agent_frame(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(origin (2,), rotation (2, 2)) of the frame centred on the last point, +x along the last ~0.5 s of motion."""
-    origin = history[-1]
-    motion = history[-1] - history[max(0, len(history) - 6)]
-    angle = math.atan2(motion[1], motion[0]) if np.linalg.norm(motion) > 1e-3 else 0.0
-    c, s = math.cos(angle), math.sin(angle)
-    return origin, np.array([[c, -s], [s, c]])  # columns: the frame's x and y axes in city coordinates
+def _points(value, what: str, source: str, minimum: int = 0) -> np.ndarray:
+    try:
+        array = np.asarray(value if value is not None else [], dtype=np.float64)
+    except (TypeError, ValueError):  # ragged lists, strings where numbers belong
+        array = np.full((1, 1), np.nan)
+    if array.size == 0 and minimum == 0:
+        return array.reshape(0, 2)
+    if array.ndim != 2 or array.shape[1] != 2 or not np.isfinite(array).all():
+        raise DataError(f"{source}: {what} must be a list of finite [x, y] points; got "
+                        f"{_describe(value)}.")
+    if len(array) < minimum:
+        raise DataError(f"{source}: {what} has {len(array)} point(s); it needs at least {minimum}.")
+    return array
 
 
-def _vectors(points: np.ndarray, kind: int, max_vectors: int) -> np.ndarray:
-    """(N, 2) points -> (min(N - 1, max_vectors), 8) vectors of consecutive points."""
-    points = points[-(max_vectors + 1):]
-    count = len(points) - 1
-    features = np.zeros((count, VECTOR_FEATURES), np.float32)
-    features[:, 0:2], features[:, 2:4] = points[:-1], points[1:]
-    features[:, 4 + kind] = 1.0
-    features[:, 7] = np.arange(count) / max(max_vectors - 1, 1)
-    return features
+def _describe(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
-def scene_to_features(agent_history, others=(), lanes=(), future=None, max_vectors=HISTORY_STEPS - 1) -> dict:
-    """Agent history (H, 2), other agents' histories (each (N_i, 2)), lane centerlines (each (M_j, 2)) and the agent's
-    future (T, 2) or None, all in city coordinates -> the polyline dict described in the module docstring."""
-    agent_history = np.asarray(agent_history, np.float64)
-    if agent_history.ndim != 2 or agent_history.shape[1] != 2 or len(agent_history) < 2:
-        raise MotionDataError(
-            f"The agent history has shape {agent_history.shape}; it needs at least 2 observed (x, y) points."
-        )
-    origin, rotation = agent_frame(agent_history)
-    local = lambda points: (np.asarray(points, np.float64) - origin) @ rotation  # noqa: E731 - city -> agent frame
-    pieces = [_vectors(local(agent_history), 0, max_vectors)]
-    pieces += [_vectors(local(track), 1, max_vectors) for track in others if len(track) >= 2]
-    for lane in lanes:
-        lane = local(lane)
-        for start in range(0, max(len(lane) - 1, 1), LANE_POINTS - 1):
-            piece = lane[start:start + LANE_POINTS]
-            if len(piece) >= 2:
-                pieces.append(_vectors(piece, 2, max_vectors))
-    polylines = np.zeros((len(pieces), max_vectors, VECTOR_FEATURES), np.float32)
-    vector_mask = np.zeros((len(pieces), max_vectors), bool)
-    for index, piece in enumerate(pieces):
-        polylines[index, :len(piece)] = piece
-        vector_mask[index, :len(piece)] = True
-    features = {"polylines": polylines, "vector_mask": vector_mask, "origin": origin.astype(np.float32),
-                "rotation": rotation.astype(np.float32),
-                "history": local(agent_history).astype(np.float32)}
-    if future is not None:
-        features["labels"] = local(future).astype(np.float32)
-    return features
+def check_scene(scene, source: str, need_future: bool = False) -> dict:
+    """A scene dict (as read from JSON or built by a loader) checked and as lists -> the dataset row; DataError
+    naming `source` and the bad field otherwise."""
+    if not isinstance(scene, dict) or "agent" not in scene:
+        keys = sorted(scene) if isinstance(scene, dict) else type(scene).__name__
+        raise DataError(f"{source}: a scene is a JSON object with 'agent' (the observed [x, y] track of the agent to "
+                        f"forecast) and optionally 'others', 'lanes' and 'future'; got {keys}.")
+    unknown = sorted(set(scene) - {"agent", "others", "lanes", "future", "scene_id"})
+    if unknown:
+        raise DataError(f"{source}: unknown scene field(s) {unknown}; a scene has agent, others, lanes and future.")
+    row = {"scene_id": str(scene.get("scene_id") or source),
+           "agent": _points(scene["agent"], "'agent'", source, minimum=2).tolist()}
+    for key in ("others", "lanes"):
+        tracks = scene.get(key)
+        if tracks is None:
+            tracks = []
+        if not isinstance(tracks, (list, tuple)):
+            raise DataError(f"{source}: '{key}' must be a list of [x, y] point lists; got {type(tracks).__name__}.")
+        row[key] = [_points(track, f"'{key}'[{index}]", source).tolist() for index, track in enumerate(tracks)]
+    future = scene.get("future")
+    if future is None and need_future:
+        raise DataError(f"{source}: the scene has no 'future' (the agent's true track to learn from); a training "
+                        "dataset needs one in every scene.")
+    row["future"] = None if future is None else _points(future, "'future'", source, minimum=1).tolist()
+    return row
 
 
-def collate_motion(features: list[dict]) -> dict[str, torch.Tensor]:
-    """Pad scenes to the batch's largest polyline count (padded polylines: vector_mask 0, polyline_mask 0)."""
-    if not features:
-        raise MotionDataError("Cannot collate an empty list of scenes.")
-    count = max(len(f["polylines"]) for f in features)
-    vectors = features[0]["polylines"].shape[1]
-    batch = {
-        "polylines": torch.zeros(len(features), count, vectors, VECTOR_FEATURES),
-        "vector_mask": torch.zeros(len(features), count, vectors, dtype=torch.bool),
-        "polyline_mask": torch.zeros(len(features), count, dtype=torch.bool),
-    }
-    for index, f in enumerate(features):
-        batch["polylines"][index, :len(f["polylines"])] = torch.from_numpy(f["polylines"])
-        batch["vector_mask"][index, :len(f["polylines"])] = torch.from_numpy(f["vector_mask"])
-        batch["polyline_mask"][index, :len(f["polylines"])] = True
-    if all("labels" in f for f in features):
-        batch["labels"] = torch.stack([torch.from_numpy(f["labels"]) for f in features])
-    return batch
-
-
-def constant_velocity_forecast(history: np.ndarray, future_steps: int = FUTURE_STEPS, window: int = 5) -> np.ndarray:
+def constant_velocity_forecast(history, future_steps: int = FUTURE_STEPS, window: int = 5) -> np.ndarray:
     """The trivial baseline: continue the mean velocity of the last `window` steps. (H, 2) -> (future_steps, 2)."""
+    history = np.asarray(history, np.float64)
     window = min(window, len(history) - 1)
     velocity = (history[-1] - history[-1 - window]) / window
     return history[-1] + velocity * np.arange(1, future_steps + 1)[:, None]
 
 
 # -- builtin: generated road scenes ---------------------------------------------------------------------------
-def _polyline(points: list, spacing: float = 2.0) -> np.ndarray:
+def _polyline(points, spacing: float = 2.0) -> np.ndarray:
     """Resample a piecewise-linear path to points `spacing` metres apart."""
     points = np.asarray(points, np.float64)
     lengths = np.r_[0.0, np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))]
@@ -190,7 +184,8 @@ def _drive(route: np.ndarray, rng: np.random.Generator, steps: int, start: float
 
 
 def generated_road_scene(rng: np.random.Generator) -> dict:
-    """One builtin scene: an intersection, a target agent approaching or crossing it, 0-4 other agents."""
+    """One builtin scene (city coordinates): an intersection, a target agent approaching or crossing it, 0-4 other
+    agents."""
     steps = HISTORY_STEPS + FUTURE_STEPS
     lanes, routes = _intersection(rng)
     while True:
@@ -204,75 +199,92 @@ def generated_road_scene(rng: np.random.Generator) -> dict:
         other = _drive(routes[int(rng.integers(len(routes)))], rng, HISTORY_STEPS, start=rng.uniform(0.0, 60.0))
         if other is not None:
             others.append(other)
-    # Random placement in the city: the model sees everything in the agent's frame anyway.
+    # Random placement in the city: the model must see everything in the agent's frame to generalise.
     angle = rng.uniform(0, 2 * math.pi)
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     offset = rng.uniform(-500, 500, 2)
-    place = lambda points: points @ rotation.T + offset  # noqa: E731
-    return scene_to_features(
-        place(trajectory[:HISTORY_STEPS]), [place(o) for o in others], [place(lane) for lane in lanes],
-        future=place(trajectory[HISTORY_STEPS:]),
-    )
+    place = lambda points: (points @ rotation.T + offset).tolist()  # noqa: E731
+    return {"agent": place(trajectory[:HISTORY_STEPS]), "others": [place(other) for other in others],
+            "lanes": [place(lane) for lane in lanes], "future": place(trajectory[HISTORY_STEPS:])}
 
 
-def builtin_road_scenes(num_scenes: int, seed: int = 0) -> list[dict]:
-    """`num_scenes` generated scenes (2 s history, 3 s future at 10 Hz), reproducible from `seed`."""
+def builtin_road_scenes(num_scenes: int, seed: int = BUILTIN_SEED) -> list[dict]:
+    """`num_scenes` generated scenes (2 s history, 3 s future at 10 Hz), reproducible from `seed`; the first n scenes
+    of a seed are the same whatever `num_scenes` is."""
     rng = np.random.default_rng(seed)
-    return [generated_road_scene(rng) for _ in range(num_scenes)]
+    return [{"scene_id": f"road-scene-{index}", **generated_road_scene(rng)} for index in range(num_scenes)]
 
 
 # -- Argoverse 1 forecasting CSVs -------------------------------------------------------------------------------
-def load_lane_centerlines(path: str | Path) -> dict[str, list[np.ndarray]]:
+def load_lane_centerlines(path) -> dict[str, list[np.ndarray]]:
     """Lane centerlines the user supplies: a JSON file {"CITY_NAME": [[[x, y], ...], ...], ...} (city coordinates,
     metres, one list of points per centerline, in driving direction), or a folder of `<CITY_NAME>.json` files each
     holding the list of centerlines of one city."""
     path = Path(path)
-    if path.is_dir():
-        cities = {file.stem: json.loads(file.read_text()) for file in sorted(path.glob("*.json"))}
-    elif path.is_file():
-        cities = json.loads(path.read_text())
-    else:
-        raise MotionDataError(f"Lane centerline file or folder {path} does not exist.")
+    try:
+        if path.is_dir():
+            cities = {file.stem: json.loads(file.read_text(encoding="utf-8")) for file in sorted(path.glob("*.json"))}
+        elif path.is_file():
+            cities = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            raise DataError(f"Lane centerline file or folder {path} does not exist.")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"Cannot read lane centerlines from {path} ({error}).") from error
     if not isinstance(cities, dict) or not cities:
-        raise MotionDataError(f"{path}: expected a JSON object mapping city names to lists of centerlines.")
+        raise DataError(f"{path}: expected a JSON object mapping city names to lists of centerlines, e.g. "
+                        '{"PIT": [[[x, y], ...], ...]}, or a folder of <CITY>.json files.')
     result = {}
     for city, lanes in cities.items():
-        arrays = [np.asarray(lane, np.float64) for lane in lanes]
-        bad = [i for i, lane in enumerate(arrays) if lane.ndim != 2 or lane.shape[1] != 2 or len(lane) < 2]
+        if not isinstance(lanes, list):
+            raise DataError(f"{path}: city {city}: expected a list of centerlines; got {type(lanes).__name__}.")
+        arrays = []
+        for lane in lanes:
+            try:
+                arrays.append(np.asarray(lane, np.float64))
+            except (TypeError, ValueError):
+                arrays.append(np.zeros(0))
+        bad = [i for i, lane in enumerate(arrays) if lane.ndim != 2 or lane.shape[1] != 2 or len(lane) < 2
+               or not np.isfinite(lane).all()]
         if bad:
-            raise MotionDataError(f"{path}: city {city}: centerlines {bad[:5]} are not lists of >= 2 [x, y] points.")
+            raise DataError(f"{path}: city {city}: centerlines {bad[:5]} are not lists of >= 2 finite [x, y] points.")
         result[city] = arrays
     return result
 
 
-def load_argoverse_csv(csv_path, lanes: dict[str, list[np.ndarray]] | None = None, lane_radius: float = 50.0) -> dict:
+def load_argoverse_csv(csv_path, lanes: dict[str, list[np.ndarray]] | None = None,
+                       lane_radius: float = LANE_RADIUS) -> dict:
     """One Argoverse 1 forecasting sequence (columns TIMESTAMP, TRACK_ID, OBJECT_TYPE, X, Y, CITY_NAME; 10 Hz; the
-    first 20 timestamps observed, the next 30 the future) -> the polyline dict. The AGENT track is the target; AV
-    and OTHERS tracks observed in the first 2 s are the other agents; centerlines of the sequence's city with a
-    point within `lane_radius` metres of the agent's last observed position are the lanes. A test-split file (20
-    timestamps only) gives a dict without labels."""
+    first 20 timestamps observed, the next 30 the future) -> a scene. The AGENT track is the target; AV and OTHERS
+    tracks observed in the first 2 s are the other agents; centerlines of the sequence's city with a point within
+    `lane_radius` metres of the agent's last observed position are the lanes. A test-split file (20 timestamps only)
+    gives a scene without a future."""
     import pandas as pd
 
-    table = pd.read_csv(csv_path)
+    try:
+        table = pd.read_csv(csv_path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataError(f"Cannot read {csv_path} as an Argoverse CSV ({error}).") from error
     required = {"TIMESTAMP", "TRACK_ID", "OBJECT_TYPE", "X", "Y", "CITY_NAME"}
     if missing := required - set(table.columns):
-        raise MotionDataError(f"{csv_path}: missing Argoverse columns {sorted(missing)}.")
+        raise DataError(f"{csv_path}: missing Argoverse columns {sorted(missing)} (a forecasting CSV has "
+                        "TIMESTAMP, TRACK_ID, OBJECT_TYPE, X, Y, CITY_NAME).")
     timestamps = np.sort(table["TIMESTAMP"].unique())
     if len(timestamps) < HISTORY_STEPS:
-        raise MotionDataError(f"{csv_path}: {len(timestamps)} timestamps; a sequence needs >= {HISTORY_STEPS}.")
+        raise DataError(f"{csv_path}: {len(timestamps)} timestamps; a sequence needs >= {HISTORY_STEPS} "
+                        "(2 s observed).")
     observed = set(timestamps[:HISTORY_STEPS])
     agent = table[table["OBJECT_TYPE"] == "AGENT"].sort_values("TIMESTAMP")
     if agent.empty:
-        raise MotionDataError(f"{csv_path}: no row has OBJECT_TYPE AGENT (the track to forecast).")
+        raise DataError(f"{csv_path}: no row has OBJECT_TYPE AGENT (the track to forecast).")
     agent_observed = agent[agent["TIMESTAMP"].isin(observed)][["X", "Y"]].to_numpy()
     if len(agent_observed) != HISTORY_STEPS:
-        raise MotionDataError(f"{csv_path}: the AGENT is observed at {len(agent_observed)} of the first 20 timestamps.")
+        raise DataError(f"{csv_path}: the AGENT is observed at {len(agent_observed)} of the first 20 timestamps.")
     future = None
     if len(timestamps) >= HISTORY_STEPS + FUTURE_STEPS:
         future = agent[agent["TIMESTAMP"].isin(set(timestamps[HISTORY_STEPS:HISTORY_STEPS + FUTURE_STEPS]))]
         future = future[["X", "Y"]].to_numpy()
         if len(future) != FUTURE_STEPS:
-            raise MotionDataError(f"{csv_path}: the AGENT has {len(future)} of its 30 future points.")
+            raise DataError(f"{csv_path}: the AGENT has {len(future)} of its 30 future points.")
     others = []
     rest = table[(table["OBJECT_TYPE"] != "AGENT") & table["TIMESTAMP"].isin(observed)]
     for _, track in rest.sort_values("TIMESTAMP").groupby("TRACK_ID", sort=True):
@@ -281,16 +293,125 @@ def load_argoverse_csv(csv_path, lanes: dict[str, list[np.ndarray]] | None = Non
     if lanes is not None:
         city = str(table["CITY_NAME"].iloc[0])
         if city not in lanes:
-            raise MotionDataError(f"{csv_path}: no lane centerlines for city {city!r} (have {sorted(lanes)}).")
+            raise DataError(f"{csv_path}: no lane centerlines for city {city!r} (the lanes file has {sorted(lanes)}).")
         last = agent_observed[-1]
         city_lanes = [lane for lane in lanes[city] if np.linalg.norm(lane - last, axis=1).min() <= lane_radius]
-    return scene_to_features(agent_observed, others, city_lanes, future=future)
+    scene = {"scene_id": Path(csv_path).stem, "agent": agent_observed, "others": others, "lanes": city_lanes,
+             "future": future}
+    return check_scene(scene, str(csv_path))
 
 
-def load_argoverse_folder(folder, lanes_path=None, lane_radius: float = 50.0) -> list[dict]:
-    """Every `*.csv` sequence of an Argoverse 1 forecasting split folder, with the user's lane centerlines."""
+def load_argoverse_folder(folder, lanes_path=None, lane_radius: float = LANE_RADIUS) -> list[dict]:
+    """Every `*.csv` sequence of an Argoverse 1 forecasting split folder with its future, and the user's lanes."""
+    if not os.path.isdir(folder):
+        raise DataError(f"{folder}: no such folder (argoverse:TRAIN_DIR,VAL_DIR[,LANES_JSON] takes the folders of "
+                        "the forecasting splits' CSV files).")
     files = sorted(Path(folder).glob("*.csv"))
     if not files:
-        raise MotionDataError(f"{folder}: no *.csv sequences found.")
-    lanes = load_lane_centerlines(lanes_path) if lanes_path is not None else None
-    return [load_argoverse_csv(file, lanes, lane_radius) for file in files]
+        raise DataError(f"{folder}: no *.csv sequences found.")
+    lanes = load_lane_centerlines(lanes_path) if lanes_path else None
+    scenes = [load_argoverse_csv(file, lanes, lane_radius) for file in files]
+    without = [scene["scene_id"] for scene in scenes if scene["future"] is None]
+    if without:
+        raise DataError(f"{folder}: {len(without)} sequence(s) ({', '.join(without[:3])}, ...) have only the observed "
+                        "2 s (test-split files): training and evaluation need the 3 s future.")
+    return scenes
+
+
+# -- scene JSON files -------------------------------------------------------------------------------------------
+def read_scene_json(path, need_future: bool = False) -> dict:
+    """One scene JSON file -> a checked scene (see the module docstring)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            scene = json.load(handle)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(f"Cannot read {path} as a scene JSON file ({error}).") from error
+    if isinstance(scene, dict) and "scene_id" not in scene:
+        scene = {**scene, "scene_id": Path(path).stem}
+    return check_scene(scene, str(path), need_future)
+
+
+def read_scene_folder(folder) -> list[dict]:
+    files = sorted(Path(folder).glob("*.json"))
+    if not files:
+        raise DataError(f"{folder}: no scene *.json files found.")
+    return [read_scene_json(file, need_future=True) for file in files]
+
+
+# -- --dataset -> DatasetDict -----------------------------------------------------------------------------------
+DATASET_HELP = ("road-scenes (builtin: generated intersections, 2,000 scenes; road-scenes:N for N), "
+                "argoverse:TRAIN_DIR,VAL_DIR[,LANES_JSON] (Argoverse 1 forecasting CSVs + your lane centerlines), or "
+                "scenes:FOLDER (scene .json files: {agent, others, lanes, future} in city metres; train/ validation/ "
+                "test/ sub-folders, else splits are carved)")
+
+
+def builtin_size(dataset: str) -> int:
+    """The scene count `road-scenes[:N]` asks for."""
+    if dataset == "road-scenes":
+        return BUILTIN_SCENES
+    size = dataset.split(":", 1)[1]
+    if not size.isdigit() or int(size) < 10:
+        raise DataError(f"--dataset {dataset}: road-scenes:N takes a number of scenes of at least 10 (e.g. "
+                        "road-scenes:600).")
+    return int(size)
+
+
+def load_motion_data(data_args):
+    """The scenes `data_args.dataset` names, as a TaskData of DatasetDict train / validation / test (raw scenes in
+    city coordinates; the processor makes polylines of them). info["future_steps"]: the length of every future."""
+    import datasets
+
+    from ..tasks.base import TaskData
+    from .splits import carve_missing_splits, dataset_from_examples
+
+    dataset = data_args.dataset
+    features = scene_features()
+    fractions = dict(validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction)
+    if dataset == "road-scenes" or dataset.startswith("road-scenes:"):
+        splits = dataset_from_examples(builtin_road_scenes(builtin_size(dataset)), features, seed=data_args.split_seed,
+                                       **fractions)
+    elif dataset.startswith("argoverse:"):
+        parts = [part for part in dataset.split(":", 1)[1].split(",")]
+        if len(parts) not in (2, 3) or not all(parts):
+            raise DataError(f"--dataset {dataset}: spell it argoverse:TRAIN_DIR,VAL_DIR[,LANES_JSON] (the train and "
+                            "val folders of Argoverse 1 forecasting CSVs, and optionally your lane centerlines).")
+        lanes = parts[2] if len(parts) == 3 else None
+        validation = datasets.Dataset.from_list(load_argoverse_folder(parts[1], lanes), features=features)
+        # Argoverse 1 publishes no futures for its test split: the val folder is both validation and test.
+        splits = datasets.DatasetDict(train=datasets.Dataset.from_list(load_argoverse_folder(parts[0], lanes),
+                                                                       features=features),
+                                      validation=validation, test=validation)
+    elif dataset.startswith("scenes:"):
+        folder = Path(dataset.split(":", 1)[1])
+        if not folder.is_dir():
+            raise DataError(f"--dataset {dataset}: {folder} is not a folder of scene .json files.")
+        subfolders = {name: folder / alias for name, aliases in (("train", ("train",)),
+                                                                  ("validation", ("validation", "val")),
+                                                                  ("test", ("test",)))
+                      for alias in aliases if (folder / alias).is_dir()}
+        if "train" in subfolders:
+            splits = datasets.DatasetDict({
+                name: datasets.Dataset.from_list(read_scene_folder(path), features=features)
+                for name, path in subfolders.items()})
+            splits = carve_missing_splits(splits, None, data_args.split_seed, **fractions)
+        else:
+            splits = dataset_from_examples(read_scene_folder(folder), features, seed=data_args.split_seed, **fractions)
+    else:
+        raise DataError(f"--dataset {dataset!r}: motion-forecasting takes {DATASET_HELP}.")
+    splits = truncate(splits, data_args)
+    lengths = {len(future) for split in splits.values() for future in split["future"]}
+    if len(lengths) != 1:
+        raise DataError(f"--dataset {dataset}: the scenes' futures have different lengths {sorted(lengths)[:6]}; a "
+                        "model forecasts one horizon, so every future needs the same number of points.")
+    return TaskData(splits, dataset, info={"future_steps": lengths.pop()})
+
+
+def truncate(splits, data_args):
+    """--max_train_samples / --max_eval_samples (debugging): the first n of each split."""
+    import datasets
+
+    limits = {"train": data_args.max_train_samples, "validation": data_args.max_eval_samples,
+              "test": data_args.max_eval_samples}
+    return datasets.DatasetDict({
+        name: split.select(range(min(len(split), limits[name]))) if limits.get(name) else split
+        for name, split in splits.items()})

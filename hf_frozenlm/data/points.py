@@ -2,20 +2,21 @@
 class folders) or `h5:PATH` (the ModelNet40 and ScanObjectNN HDF5 layouts).
 
 Everything becomes a `datasets.DatasetDict` with `train`/`validation`/`test` splits, a `points` column ((N, 3) float32
-xyz, N may differ per cloud) and a `label` column of `ClassLabel` ids, kept in numpy format; `PointCloudCollator`
-resamples each cloud to the model's number of points.
+xyz, N may differ per cloud) and a `label` column of `ClassLabel` ids, kept in numpy format; the model's
+`PointCloudFeatureExtractor` resamples each cloud to its number of points. `load_point_cloud_data` turns a `--dataset`
+value into the task's `TaskData`.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from .data import DataError, carve_missing_splits
+from ..errors import DataError
+from ..modeling.frozenlm_processing import normalize_cloud
+from .splits import carve_missing_splits
 
 POINT_EXTENSIONS = (".npy", ".npz", ".ply", ".off", ".txt", ".xyz")
 SCANOBJECTNN_LABELS = (
@@ -95,13 +96,6 @@ def random_rotation(rng: np.random.Generator, upright: bool = True) -> np.ndarra
     return q
 
 
-def normalize_cloud(points: np.ndarray) -> np.ndarray:
-    """Centre at the centroid and scale into the unit sphere (the ModelNet40 convention)."""
-    points = points - points.mean(axis=0, keepdims=True)
-    scale = np.linalg.norm(points, axis=1).max()
-    return points / scale if scale > 0 else points
-
-
 def shapes3d_cloud(
     label: int, rng: np.random.Generator, num_points: int = 1024, noise: float = 0.01, upright: bool = True
 ) -> np.ndarray:
@@ -166,8 +160,9 @@ PLY_TYPES = {
 }
 
 
-def _read_ply(path: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(xyz (V, 3), other vertex properties (V, P) or None) of an ASCII or binary PLY file's vertex element."""
+def read_ply_vertices(path: str) -> dict[str, np.ndarray]:
+    """The vertex properties of an ASCII or binary PLY file, name -> (V,) array in its declared type (so a reader can
+    tell 8-bit colours from float ones); x, y and z are required."""
     with open(path, "rb") as handle:
         if handle.readline().strip() != b"ply":
             raise DataError(f"{path} is not a PLY file (it does not start with 'ply').")
@@ -188,6 +183,8 @@ def _read_ply(path: str) -> tuple[np.ndarray, np.ndarray | None]:
             elif words[0] == "property" and in_vertex:
                 if words[1] == "list":
                     raise DataError(f"{path}: list properties on vertices are not supported.")
+                if words[1] not in PLY_TYPES:
+                    raise DataError(f"{path}: unknown PLY property type {words[1]!r} (of {words[2]!r}).")
                 properties.append((words[2], PLY_TYPES[words[1]]))
             elif words[0] == "end_header":
                 break
@@ -197,16 +194,13 @@ def _read_ply(path: str) -> tuple[np.ndarray, np.ndarray | None]:
         if fmt == "ascii":
             rows = [handle.readline().split() for _ in range(vertex_count)]
             table = np.asarray(rows, dtype=np.float64).reshape(vertex_count, len(names))
-        elif fmt in ("binary_little_endian", "binary_big_endian"):
+            return {name: table[:, i].astype(code) for i, (name, code) in enumerate(properties)}
+        if fmt in ("binary_little_endian", "binary_big_endian"):
             order = "<" if fmt == "binary_little_endian" else ">"
             dtype = np.dtype([(name, order + code) for name, code in properties])
             data = np.frombuffer(handle.read(dtype.itemsize * vertex_count), dtype=dtype, count=vertex_count)
-            table = np.stack([data[name].astype(np.float64) for name in names], axis=1)
-        else:
-            raise DataError(f"{path}: unknown PLY format {fmt!r}.")
-    xyz = table[:, [names.index(axis) for axis in "xyz"]]
-    others = [i for i, name in enumerate(names) if name not in ("x", "y", "z")]
-    return xyz, (table[:, others] if others else None)
+            return {name: data[name].astype(code) for name, code in properties}
+        raise DataError(f"{path}: unknown PLY format {fmt!r}.")
 
 
 def read_point_cloud(path: str, mesh_samples: int = 2048, seed: int = 0) -> np.ndarray:
@@ -222,8 +216,9 @@ def read_point_cloud(path: str, mesh_samples: int = 2048, seed: int = 0) -> np.n
                 key = next((k for k in ("points", "xyz", "data", "pos") if k in archive.files), archive.files[0])
                 cloud = archive[key]
         elif extension == ".ply":
-            xyz, extra = _read_ply(path)
-            cloud = xyz if extra is None else np.concatenate([xyz, extra], axis=1)
+            vertices = read_ply_vertices(path)
+            order = ["x", "y", "z", *(name for name in vertices if name not in ("x", "y", "z"))]
+            cloud = np.stack([vertices[name].astype(np.float64) for name in order], axis=1)
         elif extension == ".off":
             vertices, faces = _read_off(path)
             cloud = _triangle_samples(vertices, faces, mesh_samples, np.random.default_rng(seed)) if len(faces) else vertices
@@ -239,6 +234,10 @@ def read_point_cloud(path: str, mesh_samples: int = 2048, seed: int = 0) -> np.n
     cloud = np.asarray(cloud, dtype=np.float32)
     if cloud.ndim != 2 or cloud.shape[1] < 3:
         raise DataError(f"{path} holds an array of shape {cloud.shape}; expected (points, 3 or more) with xyz first.")
+    if len(cloud) == 0:
+        raise DataError(f"{path} holds no points.")
+    if not np.isfinite(cloud).all():
+        raise DataError(f"{path} holds NaN or infinite values; drop or repair those points.")
     return cloud
 
 
@@ -284,7 +283,7 @@ def point_folder_dataset(root: str, seed: int = 42, validation_fraction: float =
     return splits.with_format("numpy")
 
 
-def h5_point_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1):
+def h5_point_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1, test_fraction: float = 0.2):
     """The HDF5 layouts of ModelNet40 (modelnet40_ply_hdf5_2048: ply_data_{train,test}*.h5 + shape_names.txt) and
     ScanObjectNN ({training,test}_objectdataset*.h5), each file with `data` (M, N, 3+) and `label` (M,) or (M, 1)."""
     import datasets
@@ -306,10 +305,18 @@ def h5_point_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1
         split = split_of(path)
         if split is None:
             continue
-        with h5py.File(path, "r") as handle:
-            if "data" not in handle or "label" not in handle:
-                raise DataError(f"{path} has no `data` and `label` datasets ({list(handle.keys())}).")
-            data, label = np.asarray(handle["data"], dtype=np.float32), np.asarray(handle["label"]).reshape(-1)
+        try:
+            with h5py.File(path, "r") as handle:
+                if "data" not in handle or "label" not in handle:
+                    raise DataError(f"{path} has no `data` and `label` datasets ({list(handle.keys())}).")
+                data, label = np.asarray(handle["data"], dtype=np.float32), np.asarray(handle["label"]).reshape(-1)
+        except OSError as error:
+            raise DataError(f"{path} is not a readable HDF5 file ({error}).") from error
+        if data.ndim != 3 or data.shape[-1] < 3 or len(data) != len(label):
+            raise DataError(f"{path}: `data` has shape {data.shape} and `label` {label.shape}; expected (M, N, 3 or "
+                            "more) clouds and M labels.")
+        if not np.isfinite(data[..., :3]).all():
+            raise DataError(f"{path} holds NaN or infinite coordinates; repair or drop those clouds.")
         arrays.setdefault(split, []).append((data[..., :3], label.astype(np.int64)))
     if "train" not in arrays:
         raise DataError(f"{root}: no training file (a name containing 'train') among {files}.")
@@ -322,6 +329,9 @@ def h5_point_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1
         classes = list(SCANOBJECTNN_LABELS)
     else:
         classes = [str(i) for i in range(num_classes)]
+    if num_classes > len(classes):
+        raise DataError(f"{root}: labels go up to {num_classes - 1} but {names_file or 'the class list'} names only "
+                        f"{len(classes)} classes.")
     features = datasets.Features({
         "points": datasets.Array2D(shape=(None, 3), dtype="float32"), "label": datasets.ClassLabel(names=classes),
     })
@@ -332,44 +342,45 @@ def h5_point_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1
         )
         for split, items in arrays.items()
     }
-    splits = carve_missing_splits(datasets.DatasetDict(splits), "label", seed, validation_fraction, 0.2)
+    splits = carve_missing_splits(datasets.DatasetDict(splits), "label", seed, validation_fraction, test_fraction)
     return splits.with_format("numpy")
 
 
-# -- batches --------------------------------------------------------------------------------------------------------
-@dataclass
-class PointCloudCollator:
-    """A Trainer `data_collator`: examples with `points` ((N, 3) arrays, N may vary) and `label` -> `point_values`
-    (B, num_points, 3) and `labels`.
+# -- --dataset values -----------------------------------------------------------------------------------------------
+BUILTIN = "shapes3d"
+DATASET_HELP = (
+    "shapes3d (builtin: 6 generated shapes, 100 clouds each), pointfolder:PATH (.npy/.npz/.ply/.off/.txt/.xyz files "
+    "in PATH/<class>/, PATH/<split>/<class>/ or ModelNet40's PATH/<class>/{train,test}/) or h5:PATH (ModelNet40's "
+    "ply_data_*.h5 + shape_names.txt, or ScanObjectNN's *_objectdataset*.h5)"
+)
+# Points per cloud the model is given: the builtin's tiny trunk groups 16 x 16 = 256; real data as Point-BERT (1024).
+BUILTIN_NUM_POINTS = 256
+REAL_NUM_POINTS = 1024
 
-    Each cloud is centred and scaled into the unit sphere, then resampled to `num_points` (a random subset, with
-    repeats only when it has fewer points). train=True draws a new subset every time and applies Point-BERT's
-    scale-and-translate augmentation; evaluation uses a fixed subset per cloud, so metrics are reproducible.
-    """
 
-    num_points: int = 1024
-    train: bool = False
-    seed: int = 0
+def load_point_cloud_data(data_args):
+    """The `--dataset` of point-cloud classification as TaskData (`info["num_points"]`: points per cloud to give the
+    model). `--max_train_samples` / `--max_eval_samples` truncate the splits."""
+    from ..tasks.base import TaskData
 
-    def __post_init__(self):
-        self.rng = np.random.default_rng(self.seed)
-
-    def resample(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        points = np.asarray(points, dtype=np.float32)[:, :3]
-        if len(points) == 0 or not np.isfinite(points).all():
-            raise DataError("A point cloud is empty or holds NaN/infinite coordinates; drop or repair it.")
-        replace = len(points) < self.num_points
-        return normalize_cloud(points[rng.choice(len(points), self.num_points, replace=replace)])
-
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        clouds = []
-        for example in examples:
-            rng = self.rng if self.train else np.random.default_rng(len(example["points"]) + self.seed)
-            cloud = self.resample(example["points"], rng)
-            if self.train:
-                cloud = cloud * self.rng.uniform(2 / 3, 3 / 2, size=3) + self.rng.uniform(-0.2, 0.2, size=3)
-            clouds.append(cloud.astype(np.float32))
-        out = {"point_values": torch.from_numpy(np.stack(clouds))}
-        if examples and "label" in examples[0]:
-            out["labels"] = torch.tensor([int(example["label"]) for example in examples])
-        return out
+    name = data_args.dataset or BUILTIN
+    seed, validation, test = data_args.split_seed, data_args.validation_fraction, data_args.test_fraction
+    if name == BUILTIN:
+        splits = shapes3d_dataset(seed=seed, validation_fraction=validation, test_fraction=test)
+    elif name.startswith("pointfolder:"):
+        splits = point_folder_dataset(name.split(":", 1)[1], seed, validation, test)
+    elif name.startswith("h5:"):
+        splits = h5_point_dataset(name.split(":", 1)[1], seed, validation, test)
+    else:
+        raise DataError(f"--dataset {name!r}: point-cloud-classification takes {DATASET_HELP}.")
+    for split in ("train", "validation", "test"):
+        if len(splits[split]) == 0:
+            raise DataError(f"{name}: the {split} split is empty; add clouds or change the split fractions.")
+    if data_args.max_train_samples:
+        splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
+    if data_args.max_eval_samples:
+        for split in ("validation", "test"):
+            splits[split] = splits[split].select(range(min(data_args.max_eval_samples, len(splits[split]))))
+    id2label = dict(enumerate(splits["train"].features["label"].names))
+    num_points = BUILTIN_NUM_POINTS if name == BUILTIN else REAL_NUM_POINTS
+    return TaskData(splits=splits, name=name, id2label=id2label, info={"num_points": num_points})

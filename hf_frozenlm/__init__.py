@@ -10,7 +10,16 @@ import transformers
 from transformers import AutoConfig
 
 from .modeling import *  # noqa: F403  (the model classes are the package's public API)
-from .modeling import CUSTOM_AUTO_CLASSES, HEAD_MODELS
+from .modeling import (
+    CUSTOM_AUTO_CLASSES,
+    HEAD_MODELS,
+    MotionSceneFeatureExtractor,
+    PointBertLlamaConfig,
+    PointBertLlamaQAConfig,
+    PointCloudFeatureExtractor,
+    PointCloudQuestionProcessor,
+    VectorNetLlamaConfig,
+)
 from .modeling import __all__ as _modeling_all
 
 __version__ = "0.2.0"
@@ -27,6 +36,20 @@ def _register_auto_classes() -> None:
             auto_class.register(config_class, getattr(sys.modules[head.__module__], class_name), exist_ok=True)
 
 
+def _register_processor_classes() -> None:
+    """The processors our models need that transformers does not define, with the Auto classes that load them, so
+    that `AutoFeatureExtractor` / `AutoProcessor` find them in this process without trust_remote_code (elsewhere the
+    saved folder's auto_map names the same classes)."""
+    from transformers import AutoFeatureExtractor, AutoProcessor
+
+    for config_class, feature_extractor in ((PointBertLlamaConfig, PointCloudFeatureExtractor),
+                                            (PointBertLlamaQAConfig, PointCloudFeatureExtractor),
+                                            (VectorNetLlamaConfig, MotionSceneFeatureExtractor)):
+        AutoFeatureExtractor.register(config_class, feature_extractor, exist_ok=True)
+    AutoProcessor.register(PointBertLlamaQAConfig, PointCloudQuestionProcessor, exist_ok=True)
+
+
 _register_auto_classes()
+_register_processor_classes()
 
 __all__ = [*_modeling_all, "__version__"]

@@ -93,7 +93,9 @@ def test_every_command_runs_for_every_task(task_name, tiny_llm, tmp_path, capsys
     assert main(["push", str(run), repo_id, "--dry-run", str(tmp_path / "full")]) == 0
     assert main(["push", str(run), repo_id, "--no-frozen-weights", "--dry-run", str(tmp_path / "slim")]) == 0
     card = (tmp_path / "full" / "README.md").read_text()
-    assert f"pipeline_tag: {task.pipeline_tag}" in card and task.primary_metric in card
+    from hf_frozenlm.hub.cards import hub_pipeline_tag
+
+    assert f"pipeline_tag: {hub_pipeline_tag(task)}" in card and task.primary_metric in card
     assert "The layers' weights are included" in card
     assert "Slim checkpoint" in (tmp_path / "slim" / "README.md").read_text()
 

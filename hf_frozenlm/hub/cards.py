@@ -27,9 +27,17 @@ CARD_TRAINING_FIELDS = (
     "num_train_epochs", "max_steps", "per_device_train_batch_size", "learning_rate", "weight_decay",
     "lr_scheduler_type", "warmup_steps", "label_smoothing_factor", "bf16", "seed",
 )
+# The Hub's pipeline tags (huggingface.js tasks) that fit a task of ours; the others are published as "other", with
+# the task name as a tag (the model's own pipeline is named in its config's custom_pipelines).
+HUB_PIPELINE_TAGS = {"image-classification", "video-classification", "visual-question-answering"}
 # Trunk fields shown on the card, when the trunk has them.
 TRUNK_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size", "num_frames",
                 "tubelet_size", "num_groups", "group_size", "num_global_layers", "num_modes", "future_steps")
+
+
+def hub_pipeline_tag(task) -> str:
+    """The card's `pipeline_tag`: the task's own where the Hub knows it, else "other"."""
+    return task.pipeline_tag if task.pipeline_tag in HUB_PIPELINE_TAGS else "other"
 
 
 def is_hub_id(name) -> bool:
@@ -72,7 +80,7 @@ def describe_architecture(task, config) -> str:
         lines.append("- Block: the paper's MLP control (linear -> GELU -> LayerNorm -> linear), no LLM.")
     else:
         lines.append("- No block: the plain trunk (the paper's baseline).")
-    lines.append(f"- Head: {task.model_class.__name__} ({task.summary.rstrip('.').lower()}).")
+    lines.append(f"- Head: {task.model_class.__name__}: {task.summary}")
     return "\n".join(lines)
 
 
@@ -172,7 +180,7 @@ def build_model_card(task, config, metrics: dict | None = None, run_config: dict
     dataset = dataset or metrics.get("dataset")
     model_name = model_name or Path(str(load_path)).name or task.name
     eval_results = [
-        EvalResult(task_type=task.pipeline_tag, dataset_type=str(dataset or "unknown"),
+        EvalResult(task_type=task.name, dataset_type=str(dataset or "unknown"),
                    dataset_name=str(dataset or "unknown"), dataset_split=split, metric_type=name,
                    metric_name=name.replace("_", " "), metric_value=round(value, 4))
         for split in ("test", "validation")
@@ -181,7 +189,7 @@ def build_model_card(task, config, metrics: dict | None = None, run_config: dict
     card_data = ModelCardData(
         model_name=model_name,
         library_name="transformers",
-        pipeline_tag=task.pipeline_tag,
+        pipeline_tag=hub_pipeline_tag(task),
         license=license,
         tags=sorted({task.name, "hf_frozenlm", "frozen-llm", "custom_code", PAPER_ARXIV_TAG}),
         datasets=[dataset] if is_hub_id(dataset) else None,

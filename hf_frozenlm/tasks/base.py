@@ -254,9 +254,13 @@ class Task:
         """Python that loads the published model with transformers alone and runs it on a made-up input."""
         raise NotImplementedError
 
+    def baseline(self, data: TaskData) -> tuple[str, dict[str, float]]:
+        """(name, metrics) of a trivial predictor on the test split: the score a model must beat to have learned."""
+        raise NotImplementedError
+
     def card_metrics(self, metrics: dict) -> dict[str, float]:
         """The metrics worth a card's model-index, for one split (default: every number but losses and timings)."""
-        skip = ("loss", "runtime", "per_second", "epoch", "steps", "preparation_time")
+        skip = ("loss", "runtime", "per_second", "epoch", "steps", "preparation_time", "flos")
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not any(s in k for s in skip)}
 
     # -- analysis ---------------------------------------------------------------------------------------------
@@ -315,6 +319,14 @@ class ClassificationTask(Task):
             for name, split in data.splits.items()
         })
         return TaskData(splits, data.name, dict(model.config.id2label), data.info, data.skipped)
+
+    def baseline(self, data: TaskData) -> tuple[str, dict[str, float]]:
+        """Always the training split's most frequent class."""
+        from collections import Counter
+
+        majority = Counter(int(label) for label in data.splits["train"]["label"]).most_common(1)[0][0]
+        test = [int(label) for label in data.splits["test"]["label"]]
+        return "majority class", {self.primary_metric: sum(label == majority for label in test) / len(test)}
 
     def top_labels(self, logits: torch.Tensor, id2label: dict, top_k: int) -> list[list[dict]]:
         """Per row of (B, C) logits: the top-k {label, score} by softmax probability."""

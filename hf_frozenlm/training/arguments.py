@@ -218,18 +218,31 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
 
     peek = argparse.ArgumentParser(add_help=False)
     peek.add_argument("--task", default="image-classification")
-    task_name = peek.parse_known_args(argv)[0].task
+    peek.add_argument("--precision", default=None)
+    peek.add_argument("--use_cpu", "--use-cpu", default=None)
+    known = peek.parse_known_args(argv)[0]
+    task_name = known.task
     if task_name not in TASK_NAMES:
         raise UsageError(f"--task {task_name!r} is not a task; tasks: {', '.join(TASK_NAMES)}.")
     task = get_task(task_name)
+    parse_argv = list(argv)
+    if not option_given(argv, "bf16") and not option_given(argv, "fp16"):
+        # The precision switch becomes --bf16 before TrainingArguments is built: it decides mixed precision (the
+        # autocast Trainer runs under) at construction, so setting .bf16 afterwards would change nothing.
+        precision = known.precision or default_precision()
+        if precision not in PRECISIONS:
+            raise UsageError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}.")
+        import torch
+
+        use_cpu = str(known.use_cpu).lower() in ("true", "1", "yes") if known.use_cpu is not None else \
+            not torch.cuda.is_available()
+        parse_argv += ["--bf16", "true" if use_bf16(precision, use_cpu) else "false"]
     try:
         model_args, data_args, run_args, training_args = build_train_parser(task_name).parse_args_into_dataclasses(
-            args=list(argv)
+            args=parse_argv
         )
     except ValueError as error:  # HfArgumentParser: unknown options; TrainingArguments: values it rejects
         raise UsageError(f"hf-frozenlm train: {error}") from error
-    if not option_given(argv, "bf16") and not option_given(argv, "fp16"):
-        training_args.bf16 = use_bf16(run_args.precision, training_args.use_cpu)
     if not option_given(argv, "output_dir"):
         training_args.output_dir = default_output_dir(task, model_args, data_args)
     arguments = TrainArguments(task, model_args, data_args, run_args, training_args, list(argv))
@@ -240,7 +253,10 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
 def default_output_dir(task, model_args: ModelArguments, data_args: DataArguments) -> str:
     """runs/<dataset>-<trunk>-<variant>[-lora<r>]: the folder a run writes when --output_dir is not given."""
     dataset = task.dataset_name(data_args)
-    dataset = dataset.split(":", 1)[-1].rstrip("/").split("/")[-1].split(",")[0] or "dataset"
+    kind, _, location = dataset.partition(":")
+    # "road-scenes:300" (a builtin's size) keeps the builtin's name; "imagefolder:PATH" takes the folder's.
+    dataset = kind if kind == task.builtin or not location else location.split(",")[0].rstrip("/").split("/")[-1]
+    dataset = dataset or "dataset"
     trunk, _ = task.trunk(model_args, data_args)
     trunk = os.path.basename(str(trunk).rstrip("/")) if isinstance(trunk, str) else "trunk"
     suffix = f"-lora{model_args.lora_r}" if model_args.lora_r else ""

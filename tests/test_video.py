@@ -1,95 +1,97 @@
-"""VideoMAELlama: frozen stays frozen, save/reload, remote code and pipeline in a fresh process, clear errors on bad
-input, and the builtin moving-shapes set: learnable in seconds, not from a single frame."""
+"""Video classification: the VideoMAE + frozen LLM head (typed outputs, frozen stays frozen, save/reload, remote code
+and the pipeline in a fresh process), clear errors on bad input, VideoMAE's frame sampling, decoding and video
+folders, the token grid, and the builtin moving-shapes set learned through the real training loop on both precision
+paths, which a model that sees one frame cannot learn."""
 
-import copy
+import io
 import json
 import os
-import subprocess
-import sys
-import textwrap
+import random
+from contextlib import redirect_stdout
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForVideoClassification, Trainer, TrainingArguments
+from transformers import AutoModel, AutoModelForVideoClassification
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from hf_frozenlm import VideoMAELlamaForVideoClassification, VideoMAELlamaModel
-from hf_frozenlm.data import DataError
-from hf_frozenlm.data_video import (
+from hf_frozenlm.analysis.maps import attention_maps, token_activations_all
+from hf_frozenlm.commands import predict as predict_command
+from hf_frozenlm.data.video import (
     MOVING_SHAPES_LABELS,
     VideoCollator,
     decode_video,
+    moving_shapes_clip,
     moving_shapes_dataset,
     sample_frame_indices,
     video_image_processor,
     write_video,
 )
+from hf_frozenlm.errors import DataError
+from hf_frozenlm.modeling.frozenlm_block import FrozenLMBlock
+from hf_frozenlm.tasks import get_task
+from hf_frozenlm.training import parse_train_arguments, train_task
+from hf_frozenlm.training.arguments import DataArguments
+from heads_helpers import assert_llm_frozen, llm_tensors, run_remote, tiny_llama, train_steps
 
-# 8 frames of 32 px, tubelet 2, patch 8: 4 x 4 x 4 = 64 tokens.
-TINY_VIDEO = dict(
-    hidden_size=64, num_attention_heads=4, intermediate_size=128, num_hidden_layers=2, image_size=32, patch_size=8,
-    num_frames=8,
-)
+TASK = get_task("video-classification")
+LABELS = dict(enumerate(MOVING_SHAPES_LABELS))
 
 
-@pytest.fixture(scope="module")
-def tiny_video_model(smollm2_last_layer):
-    llm_config, layer_states, provenance = smollm2_last_layer
-
-    def build(num_frames=8, **kwargs):
-        torch.manual_seed(0)
-        options = dict(num_labels=len(MOVING_SHAPES_LABELS), trunk_kwargs={**TINY_VIDEO, "num_frames": num_frames})
-        options.update(kwargs)
-        model = VideoMAELlamaForVideoClassification.from_parts("videomae-small", copy.deepcopy(llm_config), **options)
-        model.videomae_llama.frozen_lm.load_llm_layer_states(layer_states)
-        model.config.llm_source = dict(provenance)
-        return model
-
-    return build
+def tiny_model(**kwargs):
+    """videomae-tiny (8 frames of 32 px, 4 x 4 x 4 tubelets, 2 layers) + a tiny random LLaMA layer, six labels."""
+    torch.manual_seed(0)
+    options = dict(id2label=LABELS)
+    options.update(kwargs)
+    return VideoMAELlamaForVideoClassification.from_parts("videomae-tiny", tiny_llama(), **options)
 
 
 @pytest.fixture(scope="module")
-def shapes_videos():
-    return moving_shapes_dataset(clips_per_class=70, seed=0)
+def shapes():
+    return moving_shapes_dataset(clips_per_class=5, seed=3)
 
 
-def assert_llm_frozen(model):
-    names = [name for name, p in model.named_parameters() if ".frozen_lm.layers." in name]
-    assert names and not any(p.requires_grad for n, p in model.named_parameters() if n in names)
-    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    assert any("proj_in" in n for n in trainable) and any("classifier" in n for n in trainable)
-    assert any("patch_embeddings" in n for n in trainable)
+def clip_of(label: int, seed: int = 0, num_frames: int = 8) -> np.ndarray:
+    return moving_shapes_clip(label, np.random.default_rng(seed), num_frames=num_frames)
 
 
-def test_shapes_outputs_and_losses(tiny_video_model):
-    model = tiny_video_model().eval()
+def write_video_folder(root, per_class: int = 3, classes=("left", "right")):
+    for index, name in enumerate(classes):
+        os.makedirs(root / name, exist_ok=True)
+        for number in range(per_class):
+            write_video(str(root / name / f"clip{number}.mp4"), clip_of(index, seed=10 * index + number))
+    return root
+
+
+# -- the model ------------------------------------------------------------------------------------------------------
+def test_shapes_and_typed_outputs():
+    model = tiny_model().eval()
     clips = torch.randn(2, 8, 3, 32, 32)
     out = model(clips, labels=torch.tensor([0, 5]), output_hidden_states=True)
+    assert isinstance(out, ImageClassifierOutput)
     assert out.logits.shape == (2, 6) and out.loss.ndim == 0
-    assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape == (2, 64, 64)  # embeddings, 2 layers, block
-    multi = tiny_video_model(problem_type="multi_label_classification")
+    # embeddings, 2 trunk layers, the block; 4 x 4 x 4 tubelet tokens of the trunk's width
+    assert len(out.hidden_states) == 4 and out.hidden_states[-1].shape == (2, 64, 64)
+    base = model.videomae_llama(clips)
+    assert isinstance(base, BaseModelOutputWithPooling) and base.pooler_output.shape == (2, 64)
+    multi = tiny_model(problem_type="multi_label_classification")
     out = multi(clips, labels=torch.zeros(2, 6))
-    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits, torch.zeros(2, 6)))
+    torch.testing.assert_close(out.loss, torch.nn.functional.binary_cross_entropy_with_logits(out.logits,
+                                                                                             torch.zeros(2, 6)))
 
 
-def test_frozen_after_from_parts_training_and_reload(tiny_video_model, shapes_videos, tmp_path):
-    model = tiny_video_model()
+def test_frozen_after_training_and_reload(shapes, tmp_path):
+    model = tiny_model()
     assert_llm_frozen(model)
-    model.train()
-    assert_llm_frozen(model)
-    before = {n: p.detach().clone() for n, p in model.named_parameters() if ".frozen_lm.layers." in n}
+    before = llm_tensors(model)
     trunk_before = model.videomae_llama.videomae.embeddings.patch_embeddings.projection.weight.detach().clone()
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "trainer"), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
-        use_cpu=True, report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
-        remove_unused_columns=False, label_names=["labels"],
-    )
-    collator = VideoCollator(video_image_processor(32), num_frames=8, train=True)
-    trainer = Trainer(model=model, args=args, train_dataset=shapes_videos["train"], data_collator=collator)
-    trainer.train()
-    for name, tensor in model.named_parameters():
-        if name in before:
-            assert torch.equal(tensor, before[name]), name
+    train_collator, _ = TASK.collators(model, video_image_processor(32), seed=0)
+    examples = list(shapes["train"])
+    train_steps(model, [train_collator(examples[:4]), train_collator(examples[4:8])])
+    for name, tensor in llm_tensors(model).items():
+        assert torch.equal(tensor, before[name]), name
     assert not torch.equal(model.videomae_llama.videomae.embeddings.patch_embeddings.projection.weight, trunk_before)
     assert_llm_frozen(model)
     model.save_pretrained(tmp_path / "model")
@@ -98,8 +100,8 @@ def test_frozen_after_from_parts_training_and_reload(tiny_video_model, shapes_vi
     assert_llm_frozen(reloaded)
 
 
-def test_save_reload_identical_and_auto_classes(tiny_video_model, tmp_path):
-    model = tiny_video_model().eval()
+def test_save_reload_identical_and_auto_classes(tmp_path):
+    model = tiny_model().eval()
     model.save_pretrained(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["auto_map"] == {
@@ -116,151 +118,265 @@ def test_save_reload_identical_and_auto_classes(tiny_video_model, tmp_path):
         assert torch.equal(model.videomae_llama(clips).pooler_output, base(clips).pooler_output)
 
 
-def test_from_parts_presets_and_videomae_checkpoint(tmp_path):
-    from transformers import LlamaConfig, VideoMAEConfig, VideoMAEForVideoClassification
-
-    llm = LlamaConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=2)
-    small = VideoMAELlamaForVideoClassification.from_parts("videomae-small", llm, num_labels=2)
-    vision = small.config.vision_config
-    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_frames, vision.tubelet_size, vision.image_size) == (
-        384, 12, 16, 2, 224)
-    assert small.config.llm_layers == [-1] and small.config.num_frames == 16
-    torch.manual_seed(0)
-    source = VideoMAEForVideoClassification(VideoMAEConfig(**TINY_VIDEO, num_labels=3))
-    source.save_pretrained(tmp_path / "videomae")
-    model = VideoMAELlamaForVideoClassification.from_parts(str(tmp_path / "videomae"), llm, num_labels=6)
-    for name, tensor in source.videomae.state_dict().items():
-        assert torch.equal(model.videomae_llama.videomae.state_dict()[name], tensor), name
-    with pytest.raises(ValueError, match="not a preset"):
-        VideoMAELlamaForVideoClassification.from_parts(str(tmp_path / "missing"), llm)
+REMOTE = """
+from transformers import AutoModelForVideoClassification, pipeline
+classifier = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).eval()
+base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+with torch.no_grad():
+    logits = classifier(inputs["clips"]).logits
+    pooled = base(inputs["clips"]).pooler_output
+scores = pipeline("video-classification", model=folder, trust_remote_code=True)(inputs["video"], top_k=6)
+exec(inputs["snippet"], {})  # the model card's usage code, as written
+torch.save({"logits": logits, "pooled": pooled, "scores": scores, "modules": [type(config).__module__,
+            type(classifier).__module__, type(base).__name__]}, out_path)
+"""
 
 
-def test_bad_input_gives_clear_errors(tiny_video_model, tmp_path):
-    model = tiny_video_model().eval()
+def test_remote_code_pipeline_and_usage_snippet_in_a_fresh_process(tmp_path):
+    model = tiny_model().eval()
+    folder = tmp_path / "model"
+    model.save_pretrained(folder)
+    processor = TASK.make_processor(model, None)
+    processor.save_pretrained(folder)
+    video = write_video(str(tmp_path / "shapes.mp4"), clip_of(4))
+    snippet = TASK.usage_snippet(str(folder), model.config).split("```python\n")[1].rsplit("```", 1)[0]
+    clips = torch.randn(2, 8, 3, 32, 32)
+    result = run_remote(REMOTE, folder, {"clips": clips, "video": video, "snippet": snippet}, tmp_path)
+    assert all(name.startswith("transformers_modules.") for name in result["modules"][:2])
+    assert result["modules"][2] == "VideoMAELlamaModel"
+    with torch.no_grad():
+        assert torch.equal(result["logits"], model(clips).logits)
+        assert torch.equal(result["pooled"], model.videomae_llama(clips).pooler_output)
+        # The pipeline decodes the file and runs the saved processor: what predict does with the same file.
+        options = predict_command.build_parser(TASK).parse_args(["--model", str(folder), video, "--top_k", "6"])
+        predicted = TASK.predict(model, TASK.load_processor(str(folder)), TASK.read_inputs([video], options), options)
+    expected = {entry["label"]: entry["score"] for entry in predicted[0]["predictions"]}
+    assert len(result["scores"]) == 6
+    for entry in result["scores"]:
+        assert abs(entry["score"] - expected[entry["label"]]) < 1e-5
+    assert (tmp_path / "clip.mp4").is_file()  # the snippet wrote its made-up video where it ran
+
+
+# -- bad input ------------------------------------------------------------------------------------------------------
+def test_bad_clips_and_files_give_clear_errors(tmp_path):
+    model = tiny_model().eval()
     with pytest.raises(ValueError, match=r"frames.*\(B, 8, 3, 32, 32\)"):
         model(torch.randn(1, 6, 3, 32, 32))  # wrong frame count
     with pytest.raises(ValueError, match="resize them to 32x32"):
         model(torch.randn(1, 8, 3, 48, 48))  # wrong size
     with pytest.raises(ValueError, match="batch, frames, channels"):
         model(torch.randn(8, 3, 32, 32))  # one clip without its batch axis
+    collate = VideoCollator(video_image_processor(32), num_frames=8)
+    with pytest.raises(DataError, match=r"shape \(8, 32, 32\); expected \(frames, height, width, 3\)"):
+        collate([{"video": np.zeros((8, 32, 32), dtype=np.uint8)}])  # grey frames without a channel axis
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("this is not a video")
-    with pytest.raises(DataError, match="not a readable video"):
+    with pytest.raises(DataError, match="notes.mp4 is not a readable video"):
         decode_video(str(not_a_video))
+    options = predict_command.build_parser(TASK).parse_args(["--model", "m", str(not_a_video)])
+    with pytest.raises(DataError, match="notes.mp4 is not a readable video"):
+        TASK.read_inputs([str(not_a_video)], options)
+    with pytest.raises(DataError, match="missing.mp4: no such file"):
+        TASK.read_inputs([str(tmp_path / "missing.mp4")], options)
 
 
-def test_frame_sampling_follows_videomae():
+def load(dataset: str, **options):
+    return TASK.load_data(replace(DataArguments(), dataset=dataset, **options))
+
+
+def test_bad_datasets_give_clear_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="0 class folder.*PATH/<class>/<video>"):
+        load(f"videofolder:{tmp_path / 'empty'}")
+    with pytest.raises(DataError, match="is not a folder"):
+        load(f"videofolder:{tmp_path / 'nowhere'}")
+    one = write_video_folder(tmp_path / "one", classes=("left",))
+    with pytest.raises(DataError, match="1 class folder.*'left'.*at least two"):
+        load(f"videofolder:{one}")
+    no_videos = tmp_path / "texts"
+    for name in ("a", "b"):
+        (no_videos / name).mkdir(parents=True)
+        (no_videos / name / "readme.txt").write_text("no video here")
+    with pytest.raises(DataError, match="no readable video files"):
+        load(f"videofolder:{no_videos}")
+    with pytest.raises(DataError, match="takes moving-shapes .* or videofolder:PATH"):
+        load("kinetics400")
+
+
+# -- frames ---------------------------------------------------------------------------------------------------------
+def test_frame_sampling_follows_videomae_and_draws_from_numpy():
     assert sample_frame_indices(16, 8).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]  # segment middles
-    rng = np.random.default_rng(0)
-    drawn = sample_frame_indices(16, 8, rng=rng)
+    assert sample_frame_indices(8, 8).tolist() == list(range(8))
+    assert sample_frame_indices(3, 8).tolist() == [0, 0, 0, 1, 1, 2, 2, 2]  # short videos repeat frames
+    np.random.seed(0)
+    drawn = sample_frame_indices(16, 8, random_positions=True)
     assert all(2 * i <= index < 2 * i + 2 for i, index in enumerate(drawn))  # one frame per segment
+    np.random.seed(0)
+    assert sample_frame_indices(16, 8, random_positions=True).tolist() == drawn.tolist()  # numpy's global stream
     assert sample_frame_indices(100, 4, mode="dense", sample_rate=4).tolist() == [42, 46, 50, 54]  # centred window
     assert sample_frame_indices(5, 4, mode="dense", sample_rate=4).tolist() == [0, 4, 4, 4]  # short: repeat last
 
+    # Training collation is reproducible from the global generators alone (what Trainer checkpoints), evaluation
+    # is deterministic, and a flip (--augment on) mirrors the frames.
+    long_clip = {"video": clip_of(0, num_frames=32), "label": 0}
+    processor = video_image_processor(32)
+    train = VideoCollator(processor, num_frames=8, train=True, flip=True)
+    np.random.seed(1)
+    random.seed(1)
+    first = train([long_clip] * 4)["pixel_values"]
+    np.random.seed(1)
+    random.seed(1)
+    assert torch.equal(train([long_clip] * 4)["pixel_values"], first)
+    assert not all(torch.equal(first[0], first[i]) for i in range(1, 4))  # positions and flips vary per clip
+    evaluate = VideoCollator(processor, num_frames=8)
+    middles = evaluate([long_clip])["pixel_values"][0]
+    assert torch.equal(middles, evaluate([long_clip])["pixel_values"][0])
+    frames = long_clip["video"][sample_frame_indices(32, 8)]
+    expected = processor([list(frames)], return_tensors="pt")["pixel_values"][0]  # the processor's own (PIL) path
+    torch.testing.assert_close(middles, expected, atol=1e-5, rtol=0)
+    # Other sizes go through the processor: shortest edge to 32 px, then a centre crop.
+    assert evaluate([{"video": np.zeros((10, 40, 56, 3), dtype=np.uint8)}])["pixel_values"].shape == (1, 8, 3, 32, 32)
 
-def test_decoded_file_matches_generated_clip(tmp_path):
-    pytest.importorskip("av")
-    clip = moving_shapes_dataset(clips_per_class=1, seed=1)["train"][0]["video"]
-    path = write_video(str(tmp_path / "clip.mp4"), clip)
-    decoded = decode_video(path)
-    assert decoded.shape == clip.shape
+
+def test_decoded_file_matches_generated_clip_and_video_folders_load(tmp_path):
+    clip = clip_of(2, seed=1)
+    decoded = decode_video(write_video(str(tmp_path / "clip.mp4"), clip))
+    assert decoded.shape == clip.shape and decoded.dtype == np.uint8
     assert np.abs(decoded.astype(float) - clip.astype(float)).mean() < 8  # lossy codec, close
 
+    root = write_video_folder(tmp_path / "videos", per_class=5)
+    (root / "left" / "broken.mp4").write_text("not a video")
+    (root / "right" / "notes.txt").write_text("ignored: not a video file name")
+    data = load(f"videofolder:{root}")
+    assert data.id2label == {0: "left", 1: "right"} and data.skipped == 1
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 7, "validation": 1, "test": 2}
+    assert not data.info["augment"] and load(f"videofolder:{root}", augment="on").info["augment"]
+    with pytest.raises(DataError, match="broken.mp4 is not a readable video file"):
+        load(f"videofolder:{root}", strict_images=True)
+    # Split folders are used as they are.
+    split_root = tmp_path / "split"
+    for split in ("train", "val"):
+        write_video_folder(split_root / split, per_class=3)
+    data = load(f"videofolder:{split_root}")
+    assert {name: len(split) for name, split in data.splits.items()} == {"train": 4, "validation": 6, "test": 2}
+    model = tiny_model(id2label=data.id2label).eval()
+    batch = TASK.collators(model, video_image_processor(32), seed=0)[1](list(data.splits["validation"]))
+    assert batch["pixel_values"].shape == (6, 8, 3, 32, 32) and batch["labels"].tolist() == [0, 0, 0, 1, 1, 1]
+    # write_examples copies folder videos as they are.
+    paths, extra = TASK.write_examples(data, str(tmp_path / "examples"), count=1)
+    assert extra == [] and paths[0].endswith(".mp4") and decode_video(paths[0]).shape == (8, 32, 32, 3)
 
-REMOTE_SCRIPT = textwrap.dedent(
-    """
-    import sys
-    sys.modules["hf_frozenlm"] = None  # hf_frozenlm must not be importable: only the saved code may run
-    import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForVideoClassification, pipeline
-    folder, clips_path, video_path, out_path = sys.argv[1:5]
-    clips = torch.load(clips_path)
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=True)
-    classifier = AutoModelForVideoClassification.from_pretrained(folder, trust_remote_code=True).eval()
-    base = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
-    frozen = [p.requires_grad for n, p in classifier.named_parameters() if ".frozen_lm.layers." in n]
-    with torch.no_grad():
-        logits = classifier(clips).logits
-        pooled = base(clips).pooler_output
-    scores = pipeline("video-classification", model=folder, trust_remote_code=True, top_k=6)(video_path)
-    torch.save({"logits": logits, "pooled": pooled, "scores": scores, "config_class": type(config).__module__,
-                "frozen": frozen, "classes": [type(classifier).__module__, type(base).__name__]}, out_path)
-    """
-)
+
+def test_a_video_folder_trains_evaluates_and_predicts(tmp_path):
+    """Files through the real loop: decoded per batch, sampled, and the run answers predict on its own examples."""
+    root = write_video_folder(tmp_path / "videos", per_class=5)
+    run = tmp_path / "run"
+    metrics = train_task(parse_train_arguments([
+        "--task", "video-classification", "--dataset", f"videofolder:{root}", "--trunk", "videomae-tiny",
+        "--variant", "none", "--max_steps", "2", "--per_device_train_batch_size", "4", "--output_dir", str(run),
+        "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", "--precision", "fp32",
+    ]))
+    torch.set_num_threads(1)
+    assert metrics["dataset"] == f"videofolder:{root}" and 0 <= metrics["test"]["accuracy"] <= 1
+    assert json.loads((run / "config.json").read_text())["id2label"] == {"0": "left", "1": "right"}
+    data = load(f"videofolder:{root}")
+    paths, extra = TASK.write_examples(data, str(tmp_path / "examples"), count=2)
+    output = io.StringIO()
+    with redirect_stdout(output):
+        assert predict_command.main(["--model", str(run), *paths, *extra, "--top_k", "1"]) == 0
+    lines = output.getvalue().splitlines()
+    assert lines[0] == paths[0] and lines[1].split()[1] in ("left", "right")
 
 
-def test_remote_code_and_pipeline_in_a_fresh_process(tiny_video_model, tmp_path):
-    pytest.importorskip("av")
-    model = tiny_video_model(id2label=dict(enumerate(MOVING_SHAPES_LABELS))).eval()
-    folder = tmp_path / "model"
-    model.save_pretrained(folder)
-    processor = video_image_processor(32)
-    processor.save_pretrained(folder)
-    clip = moving_shapes_dataset(clips_per_class=1, seed=2)["train"][0]["video"]
-    video_path = write_video(str(tmp_path / "clip.mp4"), clip)
+# -- analysis -------------------------------------------------------------------------------------------------------
+def test_token_grid_is_the_tubelet_grid():
+    model = tiny_model().eval()
     clips = torch.randn(2, 8, 3, 32, 32)
-    torch.save(clips, tmp_path / "clips.pt")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
-    subprocess.run(
-        [sys.executable, "-c", REMOTE_SCRIPT, str(folder), str(tmp_path / "clips.pt"), video_path, str(tmp_path / "out.pt")],
-        check=True, env=env, cwd=tmp_path,
-    )
-    result = torch.load(tmp_path / "out.pt")
-    assert result["config_class"].startswith("transformers_modules.")
-    assert result["classes"][0].startswith("transformers_modules.") and result["classes"][1] == "VideoMAELlamaModel"
-    assert result["frozen"] and not any(result["frozen"])
-    with torch.no_grad():
-        assert torch.equal(result["logits"], model(clips).logits)
-        assert torch.equal(result["pooled"], model.videomae_llama(clips).pooler_output)
-        # The pipeline decodes the file and runs the processor: the same as decoding here and collating.
-        pixels = VideoCollator(processor, num_frames=8)([{"video": decode_video(video_path)}])["pixel_values"]
-        probabilities = model(pixels).logits.softmax(-1)[0]
-    assert len(result["scores"]) == 6
-    for entry in result["scores"]:
-        index = MOVING_SHAPES_LABELS.index(entry["label"])
-        assert abs(entry["score"] - probabilities[index].item()) < 1e-5
+    grid = TASK.token_grid(model, {"pixel_values": clips})
+    assert grid.grid_shape == (4, 4, 4) and grid.num_prefix_tokens == 0 and grid.block is model.videomae_llama.frozen_lm
+    seen = {}
+    model.set_attn_implementation("eager")
+    handles = [
+        grid.block.register_forward_pre_hook(lambda _m, args: seen.__setitem__("tokens", args[0])),
+        grid.trunk_attention.register_forward_hook(lambda _m, _a, output: seen.__setitem__("weights", output[1])),
+    ]
+    try:
+        with torch.no_grad():
+            model(clips)
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert grid.grid_tokens(seen["tokens"]).shape == (2, 64, 64)
+    assert grid.to_grid(seen["tokens"][..., 0]).shape == (2, 4, 4, 4)
+    weights = seen["weights"]  # (batch, heads, tokens, tokens), rows summing to one
+    assert weights.shape == (2, 4, 64, 64)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 64))
+    # What `hf-frozenlm analyze` draws from it: one (T, H, W) map per stage, and the model's backend left as it was.
+    model.set_attn_implementation("sdpa")
+    maps = token_activations_all(model, clips)
+    assert {tuple(stage_maps.shape) for kind in maps.values() for stage_maps in kind.values()} == {(2, 4, 4, 4)}
+    assert {tuple(m.shape) for m in attention_maps(model, clips).values()} == {(2, 4, 4, 4)}
+    assert model.config._attn_implementation == "sdpa"
 
 
-def fit_and_score(model, train, test, epochs, learning_rate=2e-3, batch_size=16, seed=0):
-    """A short AdamW + one-cycle run on pre-collated tensors; returns test accuracy."""
-    (x_train, y_train), (x_test, y_test) = train, test
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.05)
-    steps_per_epoch = len(x_train) // batch_size
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=learning_rate, total_steps=epochs * steps_per_epoch, pct_start=0.1
-    )
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(x_train), generator=generator)
-        for step in range(steps_per_epoch):
-            batch = order[step * batch_size:(step + 1) * batch_size]
-            loss = model(x_train[batch], labels=y_train[batch]).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
-    with torch.no_grad():
-        return (model(x_test).logits.argmax(-1) == y_test).float().mean().item()
+# -- the builtin, through the real loop -----------------------------------------------------------------------------
+# Three epochs of the builtin's training split at the recipe's batch size (the recipe itself runs five): measured
+# here 0.70 (fp32) and 0.79 (bf16) test accuracy, against 1/6 for chance and 1/3 for any single-frame model.
+LEARNING_STEPS = 80
 
 
-def test_moving_shapes_needs_time(tiny_video_model, shapes_videos):
-    """The clip model learns the builtin set; the same model given only the middle frame stays near 1/3."""
-    collate = VideoCollator(video_image_processor(32), num_frames=8)
-    train, test = (collate(list(shapes_videos[split])) for split in ("train", "test"))
-    clip_accuracy = fit_and_score(
-        tiny_video_model(), (train["pixel_values"], train["labels"]), (test["pixel_values"], test["labels"]), epochs=5
-    )
-    # Single frame: the middle frame, twice (one tubelet), so the model has no way to see motion.
-    middle = lambda pixels: pixels[:, 4:5].repeat(1, 2, 1, 1, 1)  # noqa: E731
-    frame_accuracy = fit_and_score(
-        tiny_video_model(num_frames=2), (middle(train["pixel_values"]), train["labels"]),
-        (middle(test["pixel_values"]), test["labels"]), epochs=5,
-    )
-    print(f"moving shapes: clip model {clip_accuracy:.3f}, single-frame model {frame_accuracy:.3f}, chance 0.167")
-    # Measured here: clip 0.595, single frame 0.167 (chance 0.167; a single frame's ceiling is 1/3, see data_video).
-    assert clip_accuracy >= 0.5
-    assert frame_accuracy <= 0.34
-    assert clip_accuracy - frame_accuracy >= 0.2
+def train_builtin(tmp_path, precision: str, *options: str) -> tuple[dict, list[bool]]:
+    """The builtin recipe through `parse_train_arguments` + `train_task`; returns its metrics and whether each
+    training forward pass ran under bf16 autocast."""
+    autocast = []
+
+    def record(module, _args):
+        # The block runs inside the model's forward, where accelerate's autocast (if any) is entered.
+        if isinstance(module, FrozenLMBlock) and module.training:
+            autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+    arguments = parse_train_arguments([
+        "--task", "video-classification", "--precision", precision, "--output_dir", str(tmp_path / "run"),
+        "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", *options,
+    ])
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        metrics = train_task(arguments)
+    finally:
+        handle.remove()
+        torch.set_num_threads(1)  # train_task sets the process's thread count; keep the other tests on one
+    return metrics, autocast
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_builtin_learns_through_the_real_loop(precision, tmp_path):
+    metrics, autocast = train_builtin(tmp_path, precision, "--max_steps", str(LEARNING_STEPS))
+    assert autocast and set(autocast) == {precision == "bf16"}, (
+        f"--precision {precision}: {sum(autocast)} of {len(autocast)} training forward passes ran under bf16 autocast")
+    accuracy = metrics["test"]["accuracy"]
+    print(f"moving shapes, {precision}: test accuracy {accuracy:.3f} (chance 0.167, one frame's ceiling 0.333)")
+    # Well above what any model that sees one frame can reach (1/3): the model uses time.
+    assert accuracy >= 0.5
+    assert metrics["test"]["top5_accuracy"] >= accuracy
+    if precision == "fp32":
+        # The run folder answers predict on the files write_examples writes, as JSON.
+        paths, extra = TASK.write_examples(TASK.load_data(DataArguments()), str(tmp_path / "examples"), count=3)
+        output = io.StringIO()
+        argv = ["--model", str(tmp_path / "run"), *paths, *extra, "--json", "--top_k", "2"]
+        with redirect_stdout(output):
+            assert predict_command.main(argv) == 0
+        results = json.loads(output.getvalue())
+        assert [result["input"] for result in results] == paths
+        assert all(len(result["predictions"]) == 2 and result["predictions"][0]["label"] in MOVING_SHAPES_LABELS
+                   for result in results)
+
+
+def test_one_frame_is_not_enough(tmp_path):
+    """The full recipe on the middle frame alone (one frame, tubelets of one frame) stays at or below 1/3: it can tell
+    the two families apart (one shape or two), never the classes within one, which differ only in time. Measured
+    here: 0.30-0.33 where it learns the families (0.17 where it does not), against 0.83 for the clip model."""
+    one_frame = json.dumps({"num_frames": 1, "tubelet_size": 1})
+    metrics, _ = train_builtin(tmp_path, "fp32", "--trunk_kwargs", one_frame)
+    accuracy = metrics["test"]["accuracy"]
+    print(f"moving shapes from the middle frame: test accuracy {accuracy:.3f} (ceiling 0.333)")
+    assert accuracy <= 0.4

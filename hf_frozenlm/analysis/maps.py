@@ -224,9 +224,10 @@ def pixel_activations(pixel_values: torch.Tensor, grid_shape: tuple[int, int], k
 
 
 def attention_maps(model: nn.Module, inputs) -> dict[str, torch.Tensor]:
-    """CLS-to-token attention, summed over heads, as (B, H, W) maps scaled to [0, 1] per image.
+    """CLS-to-token attention, summed over heads, as (B, *grid) maps scaled to [0, 1] per example.
 
-    Keys: "trunk" (the trunk's last block) and, when the model has an LLM block, "llm" (its last layer).
+    Keys: "trunk" (the trunk's last block) and, when the model has an LLM block, "llm" (its last layer). A model
+    without a CLS token (VideoMAE) gets the attention each token receives, averaged over all queries, instead.
     The model runs eager attention for this call (the only backend that returns weights), then its own again.
     """
     inputs = as_inputs(model, inputs)
@@ -239,8 +240,11 @@ def attention_maps(model: nn.Module, inputs) -> dict[str, torch.Tensor]:
         model(**inputs)
     maps = {}
     for name, weights in recorder.attention_weights.items():
-        cls_row = weights[:, :, 0, :].sum(dim=1)  # (B, T): what the first prefix token (CLS) reads, all heads
-        maps[name] = minmax_per_image(grid.to_grid(grid.grid_tokens(cls_row)).cpu())
+        if grid.num_prefix_tokens:
+            received = weights[:, :, 0, :].sum(dim=1)  # (B, T): what the first prefix token (CLS) reads, all heads
+        else:
+            received = weights.sum(dim=1).mean(dim=1)  # (B, T): the attention each token receives, all queries
+        maps[name] = minmax_per_image(grid.to_grid(grid.grid_tokens(received)).cpu())
     return maps
 
 

@@ -7,13 +7,17 @@ decoded with PyAV when a batch is drawn, sampling frames as VideoMAE does.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .data import DataError, carve_missing_splits
+from ..errors import DataError
+from .splits import carve_missing_splits
+
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".gif")
 
@@ -42,15 +46,17 @@ def moving_shapes_clip(label: int, rng: np.random.Generator, num_frames: int = 8
     background = rng.integers(0, 40, size=3)
     clip = np.empty((num_frames, size, size, 3), dtype=np.uint8)
     clip[:] = background
-    radius = rng.uniform(size / 12, size / 8)
+    # Shapes of 4 to 6 px radius on 32 px: smaller ones kept a tiny trunk on its initial plateau several times longer.
+    radius = rng.uniform(size / 8, size / 5)
     colours = rng.integers(120, 256, size=(2, 3))
     if label < 4:
         kind = ("square", "disc")[rng.integers(2)]
-        speed = rng.uniform(size / 24, size / 14)  # pixels per frame
-        travel = speed * (num_frames - 1)
+        # The whole path covers 9 to 16 px of 32 (1.3 to 2.3 px a frame at 8 frames), whatever the frame count.
+        travel = rng.uniform(size * 7 / 24, size / 2)
+        speed = travel / max(1, num_frames - 1)
         direction = ((-1, 0), (1, 0), (0, -1), (0, 1))[label]
-        # The start is drawn so that the whole path stays inside the frame: then the middle position is uniform over
-        # the same central area for every direction, and one frame says nothing about where the shape is going.
+        # The start is drawn so that the whole path stays inside the frame: then the path's midpoint is uniform over
+        # the same central area for every direction, and one frame says next to nothing about where the shape goes.
         low, high = radius, size - radius
         start = []
         for step in direction:
@@ -84,12 +90,18 @@ def moving_shapes_clip(label: int, rng: np.random.Generator, num_frames: int = 8
 
 
 def moving_shapes_dataset(
-    clips_per_class: int = 100, num_frames: int = 8, size: int = 32, seed: int = 0,
+    clips_per_class: int = 100, num_frames: int = 8, size: int = 32, seed: int = 0, split_seed: int | None = None,
     validation_fraction: float = 0.1, test_fraction: float = 0.2,
 ):
-    """The builtin moving-shapes set as a seeded, stratified DatasetDict with `video` ((T, H, W, 3) uint8) and `label`."""
+    """The builtin moving-shapes set as a stratified DatasetDict with `video` ((T, H, W, 3) uint8) and `label`.
+
+    `seed` draws the clips (the same set every time by default), `split_seed` (default: `seed`) carves the splits.
+    """
     import datasets
 
+    if clips_per_class < 5:
+        raise DataError(f"moving-shapes with {clips_per_class} clip(s) per class cannot fill train, validation and "
+                        "test splits; use at least 5.")
     rng = np.random.default_rng(seed)
     labels = [label for label in range(len(MOVING_SHAPES_LABELS)) for _ in range(clips_per_class)]
     clips = [moving_shapes_clip(label, rng, num_frames, size) for label in labels]
@@ -98,7 +110,10 @@ def moving_shapes_dataset(
         "label": datasets.ClassLabel(names=list(MOVING_SHAPES_LABELS)),
     })
     table = datasets.Dataset.from_dict({"video": np.stack(clips), "label": labels}, features=features)
-    splits = carve_missing_splits(datasets.DatasetDict(train=table), "label", seed, validation_fraction, test_fraction)
+    split_seed = seed if split_seed is None else split_seed
+    splits = carve_missing_splits(datasets.DatasetDict(train=table), "label", split_seed, validation_fraction,
+                                  test_fraction)
+    # numpy format: a collator reads a clip as one array; python lists of nested lists cost more than a step.
     return splits.with_format("numpy")
 
 
@@ -149,50 +164,83 @@ def decode_video(path: str) -> np.ndarray:
 
 
 def sample_frame_indices(
-    total: int, num_frames: int, mode: str = "segment", sample_rate: int = 4, rng: np.random.Generator | None = None
+    total: int, num_frames: int, mode: str = "segment", sample_rate: int = 4, random_positions: bool = False
 ) -> np.ndarray:
     """Which of `total` frames to keep, as VideoMAE samples them.
 
     segment (VideoMAE on Something-Something): split the video into `num_frames` equal segments and take one frame
-        from each, a random one when `rng` is given (training), the middle one otherwise.
+        from each, a random one when `random_positions` (training), the middle one otherwise.
     dense (VideoMAE on Kinetics): a window of `num_frames * sample_rate` frames, every `sample_rate`-th frame, at a
-        random start when `rng` is given, centred otherwise. Short videos repeat their last frame.
+        random start when `random_positions`, centred otherwise. Short videos repeat their last frame.
+
+    Random positions come from numpy's global generator, which Trainer saves in its checkpoints: a resumed run
+    samples the frames the uninterrupted one would have.
     """
     if total < 1:
         raise DataError("The video has no frames.")
+    if num_frames < 1:
+        raise ValueError(f"num_frames={num_frames}: sample at least one frame.")
     if mode == "segment":
         edges = np.linspace(0, total, num_frames + 1)
-        if rng is None:
-            indices = (edges[:-1] + edges[1:]) / 2
+        if random_positions:
+            indices = edges[:-1] + np.random.random(num_frames) * (edges[1:] - edges[:-1])
         else:
-            indices = edges[:-1] + rng.random(num_frames) * (edges[1:] - edges[:-1])
+            indices = (edges[:-1] + edges[1:]) / 2
         return np.minimum(indices.astype(np.int64), total - 1)
     if mode == "dense":
         window = num_frames * sample_rate
         slack = max(0, total - window)
-        start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
+        start = int(np.random.randint(0, slack + 1)) if random_positions else slack // 2
         return np.minimum(start + np.arange(num_frames) * sample_rate, total - 1)
     raise ValueError(f"Unknown frame sampling mode {mode!r}; use 'segment' or 'dense'.")
 
 
-def video_folder_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1, test_fraction: float = 0.2):
+def probe_video(path: str) -> str | None:
+    """Why PyAV cannot read `path` as a video (no stream, not a container, no frame), or None when it can.
+
+    Opens the container and decodes one frame: far cheaper than decoding the file, and it catches what decoding
+    every batch would otherwise hit in the middle of training.
+    """
+    av = require_av()
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return "no video stream"
+            for _ in container.decode(video=0):
+                return None
+            return "no frames"
+    except (av.error.FFmpegError, UnicodeDecodeError, OSError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def video_folder_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1, test_fraction: float = 0.2,
+                         strict: bool = False):
     """Video files in class folders (ROOT/<class>/<video>, or ROOT/<split>/<class>/<video> with split in
-    train/validation/test) as a DatasetDict whose `video` column holds the file paths."""
+    train/validation(or val)/test) as a DatasetDict whose `video` column holds the file paths.
+
+    Returns (splits, skipped): files PyAV cannot open are left out and counted (or a DataError when `strict`);
+    missing validation / test splits are carved from train, stratified by class.
+    """
     import datasets
 
     if not os.path.isdir(root):
-        raise DataError(f"{root!r} is not a directory of class folders of videos.")
+        raise DataError(f"{root!r} is not a folder; videofolder:PATH takes PATH/<class>/<video> or "
+                        "PATH/<split>/<class>/<video>.")
     split_names = [name for name in ("train", "validation", "val", "test") if os.path.isdir(os.path.join(root, name))]
     layout = {("validation" if name == "val" else name): os.path.join(root, name) for name in split_names}
     if not layout:
         layout = {"train": root}
     if "train" not in layout:
         raise DataError(f"{root} has split folders {split_names} but no train/ folder.")
-    classes = sorted({c for folder in layout.values() for c in os.listdir(folder) if os.path.isdir(os.path.join(folder, c))})
+    classes = sorted({entry for folder in layout.values() for entry in os.listdir(folder)
+                      if os.path.isdir(os.path.join(folder, entry)) and not entry.startswith(".")})
     if len(classes) < 2:
-        raise DataError(f"{root} holds {len(classes)} class folder(s); put each class's videos in ROOT/<class>/.")
+        raise DataError(
+            f"{root} holds {len(classes)} class folder(s){' (' + repr(classes[0]) + ')' if classes else ''}; a "
+            "classifier needs at least two. Put each class's videos in its own folder: PATH/<class>/<video>."
+        )
     features = datasets.Features({"video": datasets.Value("string"), "label": datasets.ClassLabel(names=classes)})
-    splits = {}
+    splits, unreadable = {}, []
     for split, folder in layout.items():
         paths, labels = [], []
         for index, name in enumerate(classes):
@@ -200,13 +248,27 @@ def video_folder_dataset(root: str, seed: int = 42, validation_fraction: float =
             if not os.path.isdir(directory):
                 continue
             for file in sorted(os.listdir(directory)):
-                if file.lower().endswith(VIDEO_EXTENSIONS):
-                    paths.append(os.path.join(directory, file))
-                    labels.append(index)
+                if not file.lower().endswith(VIDEO_EXTENSIONS):
+                    continue
+                path = os.path.join(directory, file)
+                problem = probe_video(path)
+                if problem is not None:
+                    if strict:
+                        raise DataError(f"{path} is not a readable video file ({problem}). Remove it, or drop "
+                                        "--strict_images to skip unreadable files.")
+                    unreadable.append(path)
+                    continue
+                paths.append(path)
+                labels.append(index)
         if not paths:
-            raise DataError(f"{folder} has no video files ({', '.join(VIDEO_EXTENSIONS)}) in its class folders.")
+            raise DataError(f"{folder} has no readable video files ({', '.join(VIDEO_EXTENSIONS)}) in its class "
+                            f"folders{f' ({len(unreadable)} unreadable)' if unreadable else ''}.")
         splits[split] = datasets.Dataset.from_dict({"video": paths, "label": labels}, features=features)
-    return carve_missing_splits(datasets.DatasetDict(splits), "label", seed, validation_fraction, test_fraction)
+    if unreadable:
+        logger.warning("Skipped %d unreadable video file(s): %s", len(unreadable),
+                       ", ".join(unreadable[:5]) + (" ..." if len(unreadable) > 5 else ""))
+    splits = carve_missing_splits(datasets.DatasetDict(splits), "label", seed, validation_fraction, test_fraction)
+    return splits, len(unreadable)
 
 
 # -- batches --------------------------------------------------------------------------------------------------------
@@ -218,8 +280,11 @@ class VideoCollator:
 
     A collator rather than a `set_transform`: transforms see python lists, and turning a clip's nested lists back into
     an array costs more than the training step of a small model (the datasets are kept in numpy format instead).
-    train=True samples frames at random positions within their segments and flips clips horizontally when `flip`
-    (off by default: a flip turns "moving left" into "moving right").
+
+    Clips with other than `num_frames` frames (and every decoded file) are sampled with `sample_frame_indices`.
+    train=True samples at random positions within the segments and, when `flip`, flips clips horizontally (off by
+    default: a flip turns "moving left" into "moving right"). Training randomness comes from numpy's global
+    generator, which Trainer checkpoints; evaluation (train=False) is deterministic.
     """
 
     image_processor: object
@@ -228,45 +293,68 @@ class VideoCollator:
     mode: str = "segment"
     sample_rate: int = 4
     flip: bool = False
-    seed: int = 0
-
-    def __post_init__(self):
-        self.rng = np.random.default_rng(self.seed)
 
     def frames(self, video) -> np.ndarray:
-        clip = decode_video(video) if isinstance(video, str) else np.asarray(video, dtype=np.uint8)
+        """One clip as (num_frames, H, W, 3) uint8."""
+        clip = decode_video(video) if isinstance(video, str) else np.asarray(video)
         if clip.ndim != 4 or clip.shape[-1] != 3:
-            raise DataError(f"A clip has shape {clip.shape}; expected (frames, height, width, 3) RGB.")
+            raise DataError(f"A clip has shape {tuple(clip.shape)}; expected (frames, height, width, 3) RGB.")
+        clip = clip.astype(np.uint8, copy=False)  # datasets' numpy format hands uint8 columns back as int64
         if len(clip) != self.num_frames or isinstance(video, str):
-            rng = self.rng if self.train else None
-            clip = clip[sample_frame_indices(len(clip), self.num_frames, self.mode, self.sample_rate, rng)]
-        if self.train and self.flip and self.rng.random() < 0.5:
+            clip = clip[sample_frame_indices(len(clip), self.num_frames, self.mode, self.sample_rate, self.train)]
+        if self.train and self.flip and np.random.random() < 0.5:
             clip = clip[:, :, ::-1]
         return np.ascontiguousarray(clip)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        if not examples:
+            raise DataError("Cannot collate an empty batch of clips.")
         out = {"pixel_values": self.pixel_values([self.frames(example["video"]) for example in examples])}
-        if examples and "label" in examples[0]:
+        if "label" in examples[0]:
             out["labels"] = torch.tensor([int(example["label"]) for example in examples])
         return out
 
-
     def pixel_values(self, clips: list[np.ndarray]) -> torch.Tensor:
-        """(B, T, C, H, W) float pixel values; clips already at the processor's crop size skip the PIL round trip
-        (resizing to the same size and centre-cropping to it are the identity), which is most of the cost."""
+        """(B, T, C, H, W) float pixel values; clips the processor would neither resize nor crop skip its PIL round
+        trip (which is most of the cost) and are only rescaled and normalised, as the processor would."""
         processor = self.image_processor
-        crop = getattr(processor, "crop_size", None) or {}
-        same_size = all(clip.shape[1:3] == (crop.get("height"), crop.get("width")) for clip in clips)
-        if not (same_size and processor.do_rescale and processor.do_normalize):
+        if not all(_processor_keeps_size(processor, clip.shape[1], clip.shape[2]) for clip in clips):
             return processor([list(clip) for clip in clips], return_tensors="pt")["pixel_values"]
-        mean = np.asarray(processor.image_mean, dtype=np.float32)
-        std = np.asarray(processor.image_std, dtype=np.float32)
-        pixels = (np.stack(clips).astype(np.float32) * processor.rescale_factor - mean) / std  # (B, T, H, W, C)
+        pixels = np.stack(clips).astype(np.float32)  # (B, T, H, W, C)
+        if processor.do_rescale:
+            pixels = pixels * np.float32(processor.rescale_factor)
+        if processor.do_normalize:
+            mean = np.asarray(processor.image_mean, dtype=np.float32)
+            std = np.asarray(processor.image_std, dtype=np.float32)
+            pixels = (pixels - mean) / std
         return torch.from_numpy(pixels).permute(0, 1, 4, 2, 3).contiguous()
 
 
-def video_image_processor(size: int):
-    """VideoMAE's image processor at `size` px (shortest edge, then a centre crop), without torchvision."""
+def _processor_keeps_size(processor, height: int, width: int) -> bool:
+    """Whether the processor's resize and centre crop leave a (height, width) frame as it is."""
+    size = dict(getattr(processor, "size", None) or {})
+    if getattr(processor, "do_resize", False):
+        if "shortest_edge" in size:
+            if min(height, width) != size["shortest_edge"]:
+                return False
+        elif (size.get("height"), size.get("width")) != (height, width):
+            return False
+    crop = dict(getattr(processor, "crop_size", None) or {})
+    if getattr(processor, "do_center_crop", False) and (crop.get("height"), crop.get("width")) != (height, width):
+        return False
+    return True
+
+
+def video_image_processor(size: int, source: str | None = None):
+    """VideoMAE's image processor at `size` px (shortest edge, then a centre crop), without torchvision.
+
+    `source`: a pretrained VideoMAE checkpoint or model folder whose preprocessor_config.json (mean / std) is kept.
+    """
     from transformers.models.videomae.image_processing_pil_videomae import VideoMAEImageProcessorPil
 
+    if source is not None and os.path.isfile(os.path.join(str(source), "preprocessor_config.json")):
+        processor = VideoMAEImageProcessorPil.from_pretrained(source)
+        processor.size = {"shortest_edge": size}
+        processor.crop_size = {"height": size, "width": size}
+        return processor
     return VideoMAEImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})

@@ -213,4 +213,5 @@ def build_model_card(task, config, metrics: dict | None = None, run_config: dict
         architecture=describe_architecture(task, config), provenance=llm_provenance(config, frozen_weights),
         training=training_section(task, metrics, run_config, dataset, has_curves=curves),
         usage=usage, extra=extra, limitations=limitations(task, config, dataset), bibtex=PAPER_BIBTEX,
+        requirements=" ".join(task.requirements),
     )

@@ -107,6 +107,8 @@ class Task:
     greater_is_better: ClassVar[bool] = True
     labels_are_classes: ClassVar[bool] = True  # label smoothing applies; a saved model's classifier can be reset
     supports_mixup: ClassVar[bool] = False  # mixup / cutmix make sense (images)
+    # What a user installs to run a saved model of this task with transformers alone (the card's snippet).
+    requirements: ClassVar[tuple[str, ...]] = ("torch", "transformers", "numpy", "pillow")
     # TrainingArguments values of this task's builtin recipe, on top of the common ones (the user's options win).
     training_defaults: ClassVar[dict] = {}
 

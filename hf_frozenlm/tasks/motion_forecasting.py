@@ -141,6 +141,16 @@ class MotionForecastingTask(Task):
     def preprocess_logits_for_metrics(self):
         return keep_forecasts
 
+    def baseline(self, data: TaskData) -> tuple[str, dict[str, float]]:
+        """Constant velocity: each test agent continues the mean velocity of its last half second (one mode)."""
+        from ..data.motion import constant_velocity_forecast
+        from ..metrics import load_metric
+
+        scenes = [scene for scene in data.splits["test"] if has_future(scene)]
+        forecasts = np.stack([constant_velocity_forecast(s["agent"], len(s["future"]))[None] for s in scenes])
+        futures = np.stack([np.asarray(s["future"], np.float64) for s in scenes])
+        return "constant velocity", load_metric("motion_forecasting").compute(predictions=forecasts, references=futures)
+
     # -- predict --------------------------------------------------------------------------------------------
     def add_predict_arguments(self, parser) -> None:
         parser.add_argument("--top_k", "--top-k", type=int, default=None,

@@ -42,6 +42,7 @@ class PointCloudFeatureExtractor(FeatureExtractionMixin):
     num_points: points per cloud given to the model (Point-BERT: 1024). A cloud with more is subsampled, one with
         fewer repeats points; which points is fixed per cloud (seeded by its size and `seed`), so the same cloud always
         gives the same input.
+    point_feature_size: feature columns after xyz that the model takes (0: xyz only; extra columns are ignored).
     """
 
     model_input_names = ["point_values", "point_features"]
@@ -53,6 +54,9 @@ class PointCloudFeatureExtractor(FeatureExtractionMixin):
         self.point_feature_size = int(point_feature_size)
         self.normalize = bool(normalize)
         self.seed = int(seed)
+        if self.num_points < 1 or self.point_feature_size < 0:
+            raise ValueError(f"num_points={num_points} must be positive and point_feature_size={point_feature_size} "
+                             "0 or more.")
 
     def check_cloud(self, cloud) -> np.ndarray:
         """One cloud as a (N, 3 + F) float32 array, or a ProcessorInputError saying what is wrong with it."""
@@ -68,26 +72,30 @@ class PointCloudFeatureExtractor(FeatureExtractionMixin):
             raise ProcessorInputError("A point cloud holds NaN or infinite values; drop or repair those points.")
         return cloud
 
-    def sample(self, cloud: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """`num_points` rows of the cloud (without repeats when it has enough), xyz normalised."""
+    def sample(self, cloud: np.ndarray, rng) -> np.ndarray:
+        """`num_points` rows of the cloud (without repeats when it has enough), xyz normalised. `rng`: a numpy
+        Generator or the `numpy.random` module (its global generator)."""
         rows = rng.choice(len(cloud), self.num_points, replace=len(cloud) < self.num_points)
         sampled = cloud[rows, :3 + self.point_feature_size].copy()
         if self.normalize:
             sampled[:, :3] = normalize_cloud(sampled[:, :3])
         return sampled
 
-    def __call__(self, clouds, return_tensors: str | None = "pt", rng: np.random.Generator | None = None,
-                 **kwargs) -> BatchFeature:
-        """clouds: one (N, 3 + F) array or a list of them (N may differ). rng: draw the subsets from this generator
-        instead of the fixed per-cloud one (training draws a new subset every epoch)."""
+    def __call__(self, clouds, return_tensors: str | None = "pt", rng=None, **kwargs) -> BatchFeature:
+        """clouds: one (N, 3 + F) array or a list of them (N may differ). rng: draw the subsets from this numpy
+        Generator (or one Generator per cloud: training gives each example its own), instead of the fixed per-cloud
+        one."""
         if isinstance(clouds, np.ndarray) and clouds.ndim == 2 or torch.is_tensor(clouds) and clouds.ndim == 2:
             clouds = [clouds]
         if len(clouds) == 0:
             raise ProcessorInputError("No point clouds to process (an empty batch).")
+        rngs = rng if isinstance(rng, (list, tuple)) else [rng] * len(clouds)
+        if len(rngs) != len(clouds):
+            raise ProcessorInputError(f"{len(rngs)} random generators for {len(clouds)} clouds.")
         batch = []
-        for cloud in clouds:
+        for cloud, cloud_rng in zip(clouds, rngs):
             cloud = self.check_cloud(cloud)
-            batch.append(self.sample(cloud, rng or np.random.default_rng(len(cloud) + self.seed)))
+            batch.append(self.sample(cloud, cloud_rng or np.random.default_rng(len(cloud) + self.seed)))
         stacked = np.stack(batch).astype(np.float32)  # (B, num_points, 3 + F)
         data = {"point_values": stacked[..., :3]}
         if self.point_feature_size:
@@ -100,8 +108,9 @@ VECTOR_FEATURES = 8  # x_start, y_start, x_end, y_end, is_agent, is_other_agent,
 
 
 def agent_frame(history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(origin (2,), rotation (2, 2)) of the frame centred on the last point, +x along the last ~0.5 s of motion.
-    Columns of `rotation` are the frame's axes in city coordinates: city = local @ rotation.T + origin."""
+    """(origin (2,), rotation (2, 2)) of the frame centred on the last point, +x along the last ~0.5 s of motion
+    (the city's +x for an agent that stood still). Columns of `rotation` are the frame's axes in city coordinates:
+    city = local @ rotation.T + origin, local = (city - origin) @ rotation."""
     origin = history[-1]
     motion = history[-1] - history[max(0, len(history) - 6)]
     angle = math.atan2(motion[1], motion[0]) if np.linalg.norm(motion) > 1e-3 else 0.0
@@ -113,12 +122,14 @@ class MotionSceneFeatureExtractor(FeatureExtractionMixin):
     """Scenes -> VectorNet polylines in the target agent's frame (origin at its last observed position, +x along its
     recent heading), padded to the batch.
 
-    A scene is a dict of city coordinates in metres: "agent" (H, 2) the target agent's observed track, "others" a list
-    of (N_i, 2) tracks, "lanes" a list of (M_j, 2) centerlines, and optionally "future" (T, 2), which becomes `labels`
-    in the agent's frame. Polyline 0 is the agent, then the other agents, then lane pieces of at most
-    `lane_points` points. Every vector is [x_start, y_start, x_end, y_end, is_agent, is_other, is_lane, order].
+    A scene is a dict of city coordinates in metres: "agent" (H, 2) the target agent's observed track (oldest first,
+    at least 2 points), "others" a list of (N_i, 2) tracks, "lanes" a list of (M_j, 2) centerlines in driving
+    direction, and optionally "future" (T, 2), which becomes `labels` in the agent's frame. Other keys are ignored.
+    Polyline 0 is the agent, then the other agents, then lane pieces of at most `lane_points` points. Tracks keep
+    their latest `max_vectors` + 1 points; tracks and lanes of fewer than 2 points are left out. Every vector is
+    [x_start, y_start, x_end, y_end, is_agent, is_other, is_lane, order], order = index / (max_vectors - 1).
     Outputs: polylines (B, P, V, 8), vector_mask (B, P, V), polyline_mask (B, P), origin (B, 2), rotation (B, 2, 2)
-    [, labels (B, T, 2)].
+    [, labels (B, T, 2) when every scene has a future]. `to_city` maps forecasts back to city coordinates.
     """
 
     model_input_names = ["polylines", "vector_mask", "polyline_mask"]
@@ -127,6 +138,9 @@ class MotionSceneFeatureExtractor(FeatureExtractionMixin):
         super().__init__(**kwargs)
         self.max_vectors = int(max_vectors)
         self.lane_points = int(lane_points)
+        if self.max_vectors < 1 or not 2 <= self.lane_points <= self.max_vectors + 1:
+            raise ValueError(f"max_vectors={max_vectors} must be at least 1 and lane_points={lane_points} between 2 "
+                             "and max_vectors + 1 (a lane piece of n points is n - 1 vectors).")
 
     def _vectors(self, points: np.ndarray, kind: int) -> np.ndarray:
         """(N, 2) points -> (min(N - 1, max_vectors), 8) vectors of consecutive points (the latest ones kept)."""
@@ -140,18 +154,37 @@ class MotionSceneFeatureExtractor(FeatureExtractionMixin):
 
     @staticmethod
     def _track(points, what: str) -> np.ndarray:
-        array = np.asarray(points, dtype=np.float64)
+        try:
+            array = np.asarray(points.detach().cpu() if torch.is_tensor(points) else points, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ProcessorInputError(f"{what} must be a list of (x, y) points ({error}).") from error
+        if array.size == 0:
+            return array.reshape(0, 2)
         if array.ndim != 2 or array.shape[1] != 2 or not np.isfinite(array).all():
-            raise ProcessorInputError(f"{what} must be a list of finite (x, y) points; got an array of shape {array.shape}.")
+            raise ProcessorInputError(
+                f"{what} must be a list of finite (x, y) points; got an array of shape {array.shape}"
+                f"{'' if array.ndim != 2 or array.shape[1] != 2 else ' with NaN or infinite values'}."
+            )
         return array
+
+    @staticmethod
+    def _tracks(scene: dict, key: str) -> list:
+        tracks = scene.get(key)
+        if tracks is None:
+            return []
+        if isinstance(tracks, (str, bytes, dict)) or not hasattr(tracks, "__len__"):
+            raise ProcessorInputError(
+                f"scene['{key}'] must be a list of (x, y) point lists; got {type(tracks).__name__}."
+            )
+        return list(tracks)
 
     def scene_polylines(self, scene: dict) -> dict:
         """One scene -> {"polylines" (P, V, 8), "vector_mask" (P, V), "origin", "rotation"[, "labels"]}."""
         if not isinstance(scene, dict) or "agent" not in scene:
             raise ProcessorInputError(
                 "A motion scene is a dict with 'agent' (the target agent's observed (x, y) track) and optionally "
-                f"'others', 'lanes' and 'future'; got {type(scene).__name__} with keys "
-                f"{sorted(scene) if isinstance(scene, dict) else '-'}."
+                f"'others', 'lanes' and 'future'; got {type(scene).__name__}"
+                f"{' with keys ' + str(sorted(scene)) if isinstance(scene, dict) else ''}."
             )
         agent = self._track(scene["agent"], "scene['agent']")
         if len(agent) < 2:
@@ -159,16 +192,18 @@ class MotionSceneFeatureExtractor(FeatureExtractionMixin):
         origin, rotation = agent_frame(agent)
         local = lambda points: (points - origin) @ rotation  # noqa: E731 - city -> agent frame
         pieces = [self._vectors(local(agent), 0)]
-        for track in scene.get("others") or []:
-            track = self._track(track, "an entry of scene['others']")
+        for index, track in enumerate(self._tracks(scene, "others")):
+            track = self._track(track, f"scene['others'][{index}]")
             if len(track) >= 2:
                 pieces.append(self._vectors(local(track), 1))
-        for lane in scene.get("lanes") or []:
-            lane = local(self._track(lane, "an entry of scene['lanes']"))
-            for start in range(0, max(len(lane) - 1, 1), self.lane_points - 1):
-                piece = lane[start:start + self.lane_points]
-                if len(piece) >= 2:
-                    pieces.append(self._vectors(piece, 2))
+        for index, lane in enumerate(self._tracks(scene, "lanes")):
+            lane = self._track(lane, f"scene['lanes'][{index}]")
+            if len(lane) < 2:
+                continue
+            lane = local(lane)
+            # Consecutive pieces share their end point, so no segment of the lane is lost between them.
+            for start in range(0, len(lane) - 1, self.lane_points - 1):
+                pieces.append(self._vectors(lane[start:start + self.lane_points], 2))
         polylines = np.zeros((len(pieces), self.max_vectors, VECTOR_FEATURES), np.float32)
         vector_mask = np.zeros((len(pieces), self.max_vectors), bool)
         for index, piece in enumerate(pieces):
@@ -177,10 +212,14 @@ class MotionSceneFeatureExtractor(FeatureExtractionMixin):
         result = {"polylines": polylines, "vector_mask": vector_mask, "origin": origin.astype(np.float32),
                   "rotation": rotation.astype(np.float32)}
         if scene.get("future") is not None:
-            result["labels"] = local(self._track(scene["future"], "scene['future']")).astype(np.float32)
+            future = self._track(scene["future"], "scene['future']")
+            if len(future) == 0:
+                raise ProcessorInputError("scene['future'] is empty; leave it out when the future is unknown.")
+            result["labels"] = local(future).astype(np.float32)
         return result
 
     def __call__(self, scenes, return_tensors: str | None = "pt", **kwargs) -> BatchFeature:
+        """scenes: one scene dict or a list of them (see the class docstring)."""
         if isinstance(scenes, dict):
             scenes = [scenes]
         if len(scenes) == 0:
@@ -198,30 +237,43 @@ class MotionSceneFeatureExtractor(FeatureExtractionMixin):
                 "origin": np.stack([item["origin"] for item in items]),
                 "rotation": np.stack([item["rotation"] for item in items])}
         if all("labels" in item for item in items):
+            lengths = {len(item["labels"]) for item in items}
+            if len(lengths) > 1:
+                raise ProcessorInputError(f"The scenes' futures have different lengths {sorted(lengths)}; a batch "
+                                          "needs futures of one length.")
             data["labels"] = np.stack([item["labels"] for item in items])
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     @staticmethod
     def to_city(trajectories, origin, rotation) -> np.ndarray:
-        """(B, K, T, 2) forecasts in each scene's agent frame -> city coordinates."""
-        trajectories, origin, rotation = (np.asarray(a, np.float64) for a in (trajectories, origin, rotation))
+        """(B, K, T, 2) forecasts in each scene's agent frame -> city coordinates (float64)."""
+        trajectories, origin, rotation = (
+            np.asarray(a.detach().float().cpu() if torch.is_tensor(a) else a, np.float64)
+            for a in (trajectories, origin, rotation))
         return np.einsum("bktj,bij->bkti", trajectories, rotation) + origin[:, None, None, :]
 
 
 # -- 3D question answering ------------------------------------------------------------------------------------
 class PointCloudQuestionProcessor(ProcessorMixin):
     """Scenes and questions -> `point_values`, `point_features`, `input_ids`, `attention_mask`: a point-cloud feature
-    extractor for the scene and a tokenizer for the question, saved together."""
+    extractor for the scene (xyz + `point_feature_size` colour columns) and a tokenizer for the question, saved
+    together (processor_config.json holds the feature extractor; the tokenizer files sit beside it).
 
-    attributes = ["feature_extractor", "tokenizer"]
-    feature_extractor_class = "AutoFeatureExtractor"
-    tokenizer_class = "AutoTokenizer"
+    `__init__` names both parts: transformers finds a processor's parts from its signature (and loads the feature
+    extractor through AutoFeatureExtractor, the remote-code class included)."""
+
+    def __init__(self, feature_extractor=None, tokenizer=None, **kwargs):
+        super().__init__(feature_extractor, tokenizer, **kwargs)
 
     def __call__(self, clouds=None, questions=None, return_tensors: str | None = "pt", rng=None, **kwargs):
+        """clouds: one (N, 3 + F) scene or a list of them; questions: one string or one per scene. rng: as
+        `PointCloudFeatureExtractor.__call__` (training: `numpy.random`)."""
         if clouds is None or questions is None:
             raise ProcessorInputError("3D question answering takes both scene point clouds and questions.")
         if isinstance(questions, str):
             questions = [questions]
+        if any(not isinstance(question, str) for question in questions):
+            raise ProcessorInputError(f"Questions must be strings; got {[type(q).__name__ for q in questions]}.")
         scenes = self.feature_extractor(clouds, return_tensors=return_tensors, rng=rng)
         if len(questions) != len(scenes["point_values"]):
             raise ProcessorInputError(f"{len(scenes['point_values'])} scenes but {len(questions)} questions: pass one "

@@ -106,7 +106,7 @@ def test_every_command_runs_for_every_task(task_name, tiny_llm, tmp_path, capsys
 
     _, model, processor = load_trained_model(str(run))
     examples = [data.splits["test"][i] for i in range(2)]
-    batch = {k: v for k, v in task.collators(model, processor, seed=0)[1](examples).items() if k != "labels"}
+    batch = {k: v for k, v in task.collators(model, processor)[1](examples).items() if k != "labels"}
     torch.save(batch, tmp_path / "batch.pt")
     snippets = [block.replace(repo_id, str(tmp_path / "full"))
                 for block in re.findall(r"```python\n(.*?)```", card, flags=re.S)]

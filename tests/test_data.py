@@ -66,17 +66,20 @@ def test_to_rgb_conversions():
     assert to_rgb(transparent_palette).getpixel((0, 0)) == (255, 255, 255)
 
 
-def test_random_resized_crop_flip_keeps_size_and_follows_the_global_seed():
-    import random
+def test_random_resized_crop_flip_keeps_size_and_follows_its_generator():
+    from hf_frozenlm.data.randomness import ExampleRandomness
 
     augment = RandomResizedCropFlip(size=16)
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8))
-    random.seed(0)
-    outputs = [augment(image) for _ in range(5)]
+    randomness = ExampleRandomness(seed=3)
+    outputs = [augment(image, randomness.rng({"example_id": i})) for i in range(5)]
     assert all(o.size == (16, 16) and o.mode == "RGB" for o in outputs)
-    # Python's global generator decides the crops: Trainer checkpoints its state, so a resumed run crops the same.
-    random.seed(0)
-    assert [np.asarray(augment(image)).tobytes() for _ in range(5)] == [np.asarray(o).tobytes() for o in outputs]
+    assert len({np.asarray(o).tobytes() for o in outputs}) > 1  # examples get different crops
+    # The same (seed, epoch, example) gives the same crop, whatever was drawn before: what makes resuming exact.
+    again = [augment(image, randomness.rng({"example_id": i})) for i in reversed(range(5))][::-1]
+    assert [np.asarray(o).tobytes() for o in again] == [np.asarray(o).tobytes() for o in outputs]
+    randomness.epoch = 1
+    assert np.asarray(augment(image, randomness.rng({"example_id": 0}))).tobytes() != np.asarray(outputs[0]).tobytes()
 
 
 def _no_labels(root):

@@ -163,7 +163,7 @@ def test_an_empty_batch_is_named(task_name):
     from hf_frozenlm.tasks import get_task
 
     task = get_task(task_name)
-    for collate in task.collators(_tiny_model_of(task), _processor_of(task), seed=0):
+    for collate in task.collators(_tiny_model_of(task), _processor_of(task)):
         with pytest.raises((DataError, ProcessorInputError), match="(?i)empty|no "):
             collate([])
 

@@ -196,16 +196,20 @@ def test_run_folder_reloads_identically_and_runs_remote_code_and_the_pipeline(ru
     assert [p["label"] for p in result["pipeline"]] == [p["label"] for p in predictions[0]["predictions"]]
 
 
-def test_training_collator_draws_from_the_global_generator_and_evaluation_is_fixed():
+def test_training_collator_draws_per_example_and_epoch_and_evaluation_is_fixed():
+    from hf_frozenlm.data.randomness import ExampleRandomness
+
     extractor = PointCloudFeatureExtractor(num_points=64)
-    train, evaluate = TASK.collators(None, extractor, seed=0)
-    examples = [{"points": np.random.default_rng(i).normal(size=(200, 3)).astype(np.float32), "label": i}
-                for i in range(3)]
-    np.random.seed(5)
+    randomness = ExampleRandomness(seed=5)
+    train, evaluate = TASK.collators(None, extractor, randomness)
+    examples = [{"points": np.random.default_rng(i).normal(size=(200, 3)).astype(np.float32), "label": i,
+                 "example_id": i} for i in range(3)]
     first = train(examples)["point_values"]
-    np.random.seed(5)
-    assert torch.equal(train(examples)["point_values"], first)  # the global stream decides (Trainer checkpoints it)
-    assert not torch.equal(train(examples)["point_values"], first)  # a fresh subset and augmentation each time
+    np.random.seed(1)  # the global streams play no part: (seed, epoch, example) decides, so resuming is exact
+    assert torch.equal(train(examples)["point_values"], first)
+    assert torch.equal(train(examples[::-1])["point_values"].flip(0), first)
+    randomness.epoch = 1
+    assert not torch.equal(train(examples)["point_values"], first)  # a fresh subset and augmentation each epoch
     fixed = evaluate(examples)
     assert torch.equal(evaluate(examples)["point_values"], fixed["point_values"])
     assert fixed["labels"].tolist() == [0, 1, 2]
@@ -335,8 +339,12 @@ def test_builtin_shapes_dataset():
 
 def test_token_grid_is_the_point_groups_after_cls():
     model = tiny_model()
-    grid = TASK.token_grid(model, {})
+    clouds = torch.randn(2, 256, 3)
+    grid = TASK.token_grid(model, {"point_values": clouds})
     assert grid.grid_shape == (16,) and grid.num_prefix_tokens == 1 and grid.trunk_attention is None
+    # The groups' positions (for drawing the maps) are the centers the model groups around: points of the cloud.
+    assert grid.positions.shape == (2, 16, 3)
+    assert all(any(torch.equal(center, point) for point in clouds[0]) for center in grid.positions[0])
     seen = []
     handle = grid.block.register_forward_hook(lambda module, args, output: seen.append(output))
     with torch.no_grad():

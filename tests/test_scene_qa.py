@@ -98,7 +98,7 @@ def processor_for(tokenizer, num_points=256):
 
 def batch_of(data, tokenizer, count=2):
     model_stub = SimpleNamespace(config=SimpleNamespace(label2id={a: i for i, a in enumerate(SCENE_ANSWERS)}))
-    collate = TASK.collators(model_stub, processor_for(tokenizer), seed=0)[1]
+    collate = TASK.collators(model_stub, processor_for(tokenizer))[1]
     batch = collate([data.splits["train"][i] for i in range(count)])
     return {key: value for key, value in batch.items() if key != "labels"}, batch["labels"]
 
@@ -319,9 +319,10 @@ def test_bad_inputs_give_clear_errors(tokenizer, data):
     with pytest.raises(ProcessorInputError, match=r"expected \(points, 6\)"):
         processor([scene[:, :3]], ["how many balls are there?"])
     stub = SimpleNamespace(config=SimpleNamespace(label2id={"red": 0}))
-    train_collator = TASK.collators(stub, processor, seed=0)[0]
+    train_collator = TASK.collators(stub, processor)[0]
     with pytest.raises(DataError, match=r"Answers \['4'\] are not in the model's answer vocabulary"):
-        train_collator([{"points": scene[:, :3], "colors": scene[:, 3:], "question": "how many?", "answer": "4"}])
+        train_collator([{"points": scene[:, :3], "colors": scene[:, 3:], "question": "how many?", "answer": "4",
+                         "example_id": 0}])
     with pytest.raises(DataError, match="takes rooms-qa"):
         TASK.load_data(DataArguments(dataset="scannet"))
     with pytest.raises(DataError, match="at least 3 rooms"):

@@ -6,7 +6,6 @@ paths, which a model that sees one frame cannot learn."""
 import io
 import json
 import os
-import random
 from contextlib import redirect_stdout
 from dataclasses import replace
 
@@ -87,7 +86,7 @@ def test_frozen_after_training_and_reload(shapes, tmp_path):
     assert_llm_frozen(model)
     before = llm_tensors(model)
     trunk_before = model.videomae_llama.videomae.embeddings.patch_embeddings.projection.weight.detach().clone()
-    train_collator, _ = TASK.collators(model, video_image_processor(32), seed=0)
+    train_collator, _ = TASK.collators(model, video_image_processor(32))
     examples = list(shapes["train"])
     train_steps(model, [train_collator(examples[:4]), train_collator(examples[4:8])])
     for name, tensor in llm_tensors(model).items():
@@ -204,29 +203,28 @@ def test_bad_datasets_give_clear_errors(tmp_path):
 
 
 # -- frames ---------------------------------------------------------------------------------------------------------
-def test_frame_sampling_follows_videomae_and_draws_from_numpy():
+def test_frame_sampling_follows_videomae_and_draws_from_the_given_generator():
     assert sample_frame_indices(16, 8).tolist() == [1, 3, 5, 7, 9, 11, 13, 15]  # segment middles
     assert sample_frame_indices(8, 8).tolist() == list(range(8))
     assert sample_frame_indices(3, 8).tolist() == [0, 0, 0, 1, 1, 2, 2, 2]  # short videos repeat frames
-    np.random.seed(0)
-    drawn = sample_frame_indices(16, 8, random_positions=True)
+    drawn = sample_frame_indices(16, 8, rng=np.random.default_rng(0))
     assert all(2 * i <= index < 2 * i + 2 for i, index in enumerate(drawn))  # one frame per segment
-    np.random.seed(0)
-    assert sample_frame_indices(16, 8, random_positions=True).tolist() == drawn.tolist()  # numpy's global stream
+    assert sample_frame_indices(16, 8, rng=np.random.default_rng(0)).tolist() == drawn.tolist()
     assert sample_frame_indices(100, 4, mode="dense", sample_rate=4).tolist() == [42, 46, 50, 54]  # centred window
     assert sample_frame_indices(5, 4, mode="dense", sample_rate=4).tolist() == [0, 4, 4, 4]  # short: repeat last
 
-    # Training collation is reproducible from the global generators alone (what Trainer checkpoints), evaluation
-    # is deterministic, and a flip (--augment on) mirrors the frames.
-    long_clip = {"video": clip_of(0, num_frames=32), "label": 0}
+    # Training collation depends only on (seed, epoch, example) (what makes resuming exact), evaluation is
+    # deterministic, and a flip (--augment on) mirrors the frames.
+    from hf_frozenlm.data.randomness import ExampleRandomness
+
+    long_clips = [{"video": clip_of(0, num_frames=32), "label": 0, "example_id": i} for i in range(4)]
+    long_clip = long_clips[0]
     processor = video_image_processor(32)
-    train = VideoCollator(processor, num_frames=8, train=True, flip=True)
-    np.random.seed(1)
-    random.seed(1)
-    first = train([long_clip] * 4)["pixel_values"]
-    np.random.seed(1)
-    random.seed(1)
-    assert torch.equal(train([long_clip] * 4)["pixel_values"], first)
+    train = VideoCollator(processor, num_frames=8, train=True, flip=True, randomness=ExampleRandomness(1))
+    first = train(long_clips)["pixel_values"]
+    np.random.seed(5)  # the global streams play no part
+    assert torch.equal(train(long_clips)["pixel_values"], first)
+    assert torch.equal(train(long_clips[::-1])["pixel_values"].flip(0), first)  # per example, not per batch position
     assert not all(torch.equal(first[0], first[i]) for i in range(1, 4))  # positions and flips vary per clip
     evaluate = VideoCollator(processor, num_frames=8)
     middles = evaluate([long_clip])["pixel_values"][0]
@@ -260,7 +258,7 @@ def test_decoded_file_matches_generated_clip_and_video_folders_load(tmp_path):
     data = load(f"videofolder:{split_root}")
     assert {name: len(split) for name, split in data.splits.items()} == {"train": 4, "validation": 6, "test": 2}
     model = tiny_model(id2label=data.id2label).eval()
-    batch = TASK.collators(model, video_image_processor(32), seed=0)[1](list(data.splits["validation"]))
+    batch = TASK.collators(model, video_image_processor(32))[1](list(data.splits["validation"]))
     assert batch["pixel_values"].shape == (6, 8, 3, 32, 32) and batch["labels"].tolist() == [0, 0, 0, 1, 1, 1]
     # write_examples copies folder videos as they are.
     paths, extra = TASK.write_examples(data, str(tmp_path / "examples"), count=1)

@@ -75,7 +75,7 @@ def task_examples(task, model_dir: str, dataset: str | None = None, count: int =
 def analyse_model(task, model, processor, examples, batch_size: int, kinds) -> tuple[dict, dict, dict, list]:
     """Over all examples, batch by batch: (kind -> stage -> (N, *grid) maps, name -> (N, *grid) CLS attention,
     kind -> (N, *grid) maps of the raw input patches (images only), [TokenGrid per batch])."""
-    collate = task.collators(model, processor, seed=0)[1]
+    collate = task.collators(model, processor)[1]
     activations, attention, pixels, grids = {}, {}, {}, []
     for start in range(0, len(examples), batch_size):
         inputs = {k: v for k, v in collate(examples[start:start + batch_size]).items() if k != "labels"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import random
 from dataclasses import dataclass
 
 import numpy as np
@@ -289,51 +288,33 @@ def _finish(splits, args, skipped: int):
 # -- augmentation (no torchvision) -------------------------------------------------------------------------
 @dataclass
 class RandomResizedCropFlip:
-    """Random resized crop (area scale, aspect ratio) and horizontal flip on PIL images, as in DeiT's recipe.
-
-    Draws from Python's global `random`, which Trainer saves in every checkpoint: a resumed run crops as the
-    uninterrupted one would have.
-    """
+    """Random resized crop (area scale, aspect ratio) and horizontal flip on PIL images, as in DeiT's recipe, drawn
+    from the generator it is given (the training collator passes each example's own, see data/randomness.py)."""
 
     size: int
     scale: tuple[float, float] = (0.5, 1.0)  # milder than ImageNet's 0.08: small images lose objects quickly
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = True
 
-    def __call__(self, image: Image.Image) -> Image.Image:
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         width, height = image.size
         area = width * height
         for _ in range(10):
-            target_area = area * random.uniform(*self.scale)
+            target_area = area * rng.uniform(*self.scale)
             log_ratio = (np.log(self.ratio[0]), np.log(self.ratio[1]))
-            aspect = float(np.exp(random.uniform(*log_ratio)))
+            aspect = float(np.exp(rng.uniform(*log_ratio)))
             w = int(round((target_area * aspect) ** 0.5))
             h = int(round((target_area / aspect) ** 0.5))
             if 0 < w <= width and 0 < h <= height:
-                left = random.randint(0, width - w)
-                top = random.randint(0, height - h)
+                left = int(rng.integers(0, width - w + 1))
+                top = int(rng.integers(0, height - h + 1))
                 break
         else:  # fall back to the whole image
             left, top, w, h = 0, 0, width, height
         image = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
-        if self.flip and random.random() < 0.5:
+        if self.flip and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
-
-
-def make_transform(image_processor, augment: RandomResizedCropFlip | None = None):
-    """A `set_transform` function: PIL images -> `pixel_values` through the model's image processor."""
-
-    def transform(batch):
-        images = [to_rgb(image) for image in batch["image"]]
-        if augment is not None:
-            images = [augment(image) for image in images]
-        out = {"pixel_values": image_processor(images, return_tensors="pt")["pixel_values"]}
-        if "label" in batch:
-            out["labels"] = batch["label"]
-        return out
-
-    return transform
 
 
 def use_augmentation(args) -> bool:

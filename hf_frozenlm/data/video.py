@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .randomness import ExampleRandomness
 from .splits import carve_missing_splits
 
 logger = logging.getLogger(__name__)
@@ -164,17 +165,14 @@ def decode_video(path: str) -> np.ndarray:
 
 
 def sample_frame_indices(
-    total: int, num_frames: int, mode: str = "segment", sample_rate: int = 4, random_positions: bool = False
+    total: int, num_frames: int, mode: str = "segment", sample_rate: int = 4, rng: np.random.Generator | None = None
 ) -> np.ndarray:
     """Which of `total` frames to keep, as VideoMAE samples them.
 
     segment (VideoMAE on Something-Something): split the video into `num_frames` equal segments and take one frame
-        from each, a random one when `random_positions` (training), the middle one otherwise.
+        from each, a random one drawn from `rng` when given (training), the middle one otherwise.
     dense (VideoMAE on Kinetics): a window of `num_frames * sample_rate` frames, every `sample_rate`-th frame, at a
-        random start when `random_positions`, centred otherwise. Short videos repeat their last frame.
-
-    Random positions come from numpy's global generator, which Trainer saves in its checkpoints: a resumed run
-    samples the frames the uninterrupted one would have.
+        random start drawn from `rng` when given, centred otherwise. Short videos repeat their last frame.
     """
     if total < 1:
         raise DataError("The video has no frames.")
@@ -182,15 +180,15 @@ def sample_frame_indices(
         raise ValueError(f"num_frames={num_frames}: sample at least one frame.")
     if mode == "segment":
         edges = np.linspace(0, total, num_frames + 1)
-        if random_positions:
-            indices = edges[:-1] + np.random.random(num_frames) * (edges[1:] - edges[:-1])
+        if rng is not None:
+            indices = edges[:-1] + rng.random(num_frames) * (edges[1:] - edges[:-1])
         else:
             indices = (edges[:-1] + edges[1:]) / 2
         return np.minimum(indices.astype(np.int64), total - 1)
     if mode == "dense":
         window = num_frames * sample_rate
         slack = max(0, total - window)
-        start = int(np.random.randint(0, slack + 1)) if random_positions else slack // 2
+        start = int(rng.integers(0, slack + 1)) if rng is not None else slack // 2
         return np.minimum(start + np.arange(num_frames) * sample_rate, total - 1)
     raise ValueError(f"Unknown frame sampling mode {mode!r}; use 'segment' or 'dense'.")
 
@@ -283,8 +281,8 @@ class VideoCollator:
 
     Clips with other than `num_frames` frames (and every decoded file) are sampled with `sample_frame_indices`.
     train=True samples at random positions within the segments and, when `flip`, flips clips horizontally (off by
-    default: a flip turns "moving left" into "moving right"). Training randomness comes from numpy's global
-    generator, which Trainer checkpoints; evaluation (train=False) is deterministic.
+    default: a flip turns "moving left" into "moving right"), drawing from each example's own generator
+    (`randomness`, see data/randomness.py); evaluation (train=False) is deterministic.
     """
 
     image_processor: object
@@ -293,26 +291,34 @@ class VideoCollator:
     mode: str = "segment"
     sample_rate: int = 4
     flip: bool = False
+    randomness: ExampleRandomness | None = None
 
-    def frames(self, video) -> np.ndarray:
-        """One clip as (num_frames, H, W, 3) uint8."""
+    def frames(self, video, rng: np.random.Generator | None = None) -> np.ndarray:
+        """One clip as (num_frames, H, W, 3) uint8; `rng` (training) draws the frame positions and the flip."""
         clip = decode_video(video) if isinstance(video, str) else np.asarray(video)
         if clip.ndim != 4 or clip.shape[-1] != 3:
             raise DataError(f"A clip has shape {tuple(clip.shape)}; expected (frames, height, width, 3) RGB.")
         clip = clip.astype(np.uint8, copy=False)  # datasets' numpy format hands uint8 columns back as int64
         if len(clip) != self.num_frames or isinstance(video, str):
-            clip = clip[sample_frame_indices(len(clip), self.num_frames, self.mode, self.sample_rate, self.train)]
-        if self.train and self.flip and np.random.random() < 0.5:
+            clip = clip[sample_frame_indices(len(clip), self.num_frames, self.mode, self.sample_rate, rng)]
+        if rng is not None and self.flip and rng.random() < 0.5:
             clip = clip[:, :, ::-1]
         return np.ascontiguousarray(clip)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if not examples:
             raise DataError("Cannot collate an empty batch of clips.")
-        out = {"pixel_values": self.pixel_values([self.frames(example["video"]) for example in examples])}
+        out = {"pixel_values": self.pixel_values([self.frames(example["video"], self.example_rng(example))
+                                                  for example in examples])}
         if "label" in examples[0]:
             out["labels"] = torch.tensor([int(example["label"]) for example in examples])
         return out
+
+    def example_rng(self, example: dict) -> np.random.Generator | None:
+        """The example's own generator when training draws something from it, else None (no draw, no id needed)."""
+        clip = example["video"]
+        draws = self.flip or isinstance(clip, str) or len(clip) != self.num_frames
+        return ExampleRandomness.of(self.randomness).rng(example) if self.train and draws else None
 
     def pixel_values(self, clips: list[np.ndarray]) -> torch.Tensor:
         """(B, T, C, H, W) float pixel values; clips the processor would neither resize nor crop skip its PIL round

@@ -192,10 +192,11 @@ class Task:
         """The processor saved in a model folder."""
         raise NotImplementedError
 
-    def collators(self, model, processor, seed: int, data: TaskData | None = None) -> tuple[Callable, Callable]:
+    def collators(self, model, processor, randomness=0, data: TaskData | None = None) -> tuple[Callable, Callable]:
         """(training collator, evaluation collator): examples -> model inputs with labels. `data` (None when only
-        evaluating) may carry what augmentation suits it. Training collators draw their randomness from the global
-        `random` / numpy / torch generators, which Trainer checkpoints: a resumed run continues the same stream."""
+        evaluating) may carry what augmentation suits it. Training collators draw augmentation only from
+        `ExampleRandomness.of(randomness).rng(example)` (hf_frozenlm/data/randomness.py): one generator per seed,
+        epoch and example, so a resumed run augments exactly as the uninterrupted one. Evaluation is deterministic."""
         raise NotImplementedError
 
     def mixer(self, model_args):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from ..data.images import RandomResizedCropFlip, load_image_classification_data, to_rgb, use_augmentation
+from ..data.randomness import ExampleRandomness
 from ..errors import DataError
 from ..modeling import ViTLlamaForImageClassification
 from .base import ClassificationTask, TaskData, TokenGrid
@@ -32,11 +33,12 @@ def image_processor_for(config, source: str | None = None):
 
 class ImageCollator:
     """Examples with `image` (PIL) and `label` -> `pixel_values` and `labels`, through the model's image processor;
-    `augment` (training only) crops and flips first."""
+    `augment` (training only) crops and flips first, each example with its own generator."""
 
-    def __init__(self, processor, augment: RandomResizedCropFlip | None = None):
+    def __init__(self, processor, augment: RandomResizedCropFlip | None = None, randomness=None):
         self.processor = processor
         self.augment = augment
+        self.randomness = randomness
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
@@ -45,7 +47,7 @@ class ImageCollator:
             raise DataError("Cannot collate an empty batch of images.")
         images = [to_rgb(example["image"]) for example in examples]
         if self.augment is not None:
-            images = [self.augment(image) for image in images]
+            images = [self.augment(image, self.randomness.rng(example)) for image, example in zip(images, examples)]
         batch = {"pixel_values": self.processor(images, return_tensors="pt")["pixel_values"]}
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([int(example["label"]) for example in examples])
@@ -65,7 +67,7 @@ class ImageClassificationTask(ClassificationTask):
     dataset_help = "digits (builtin), imagefolder:PATH (class sub-folders or metadata.csv), or a Hub dataset name"
     input_help = "image files (PNG, JPEG, ...; any mode: grayscale and transparency become RGB on white)"
     pipeline_tag = "image-classification"
-    summary = "An image classifier."
+    summary = "Classifies images (a ViT trunk with a frozen LLM block)."
     primary_metric = "accuracy"
     supports_mixup = True
     training_defaults = dict(label_smoothing_factor=0.1)
@@ -96,10 +98,10 @@ class ImageClassificationTask(ClassificationTask):
             )
         return ViTImageProcessorPil.from_pretrained(folder)
 
-    def collators(self, model, processor, seed: int, data: TaskData | None = None):
+    def collators(self, model, processor, randomness=0, data: TaskData | None = None):
         augment = data is not None and data.info.get("augment")
         crop_flip = RandomResizedCropFlip(size=processor.size["height"]) if augment else None
-        return ImageCollator(processor, crop_flip), ImageCollator(processor)
+        return ImageCollator(processor, crop_flip, ExampleRandomness.of(randomness)), ImageCollator(processor)
 
     def mixer(self, model_args):
         from ..training.trainer import MixupCutmix

@@ -119,8 +119,8 @@ class MotionForecastingTask(Task):
             return MotionSceneFeatureExtractor.from_pretrained(folder)
         return MotionSceneFeatureExtractor()
 
-    def collators(self, model, processor, seed: int, data: TaskData | None = None):
-        collator = MotionCollator(processor, model.config.future_steps)
+    def collators(self, model, processor, randomness=0, data: TaskData | None = None):
+        collator = MotionCollator(processor, model.config.future_steps)  # no augmentation: nothing to draw
         return collator, collator
 
     # -- metrics --------------------------------------------------------------------------------------------

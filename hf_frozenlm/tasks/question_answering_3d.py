@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from ..data.scenes import DATASET_HELP, load_scene_qa_data, read_scene, write_scene
+from ..data.randomness import ExampleRandomness
 from ..errors import DataError, UsageError
 from ..modeling import PointBertLlamaForQuestionAnswering, PointCloudFeatureExtractor, PointCloudQuestionProcessor
 from .base import ClassificationTask, TaskData, TokenGrid
@@ -30,10 +31,12 @@ class SceneQuestionCollator:
     otherwise the feature extractor's fixed subset per scene.
     """
 
-    def __init__(self, processor: PointCloudQuestionProcessor, label2id: dict[str, int] | None, train: bool = False):
+    def __init__(self, processor: PointCloudQuestionProcessor, label2id: dict[str, int] | None, train: bool = False,
+                 randomness=None):
         self.processor = processor
         self.label2id = label2id
         self.train = train
+        self.randomness = ExampleRandomness.of(randomness)
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
@@ -47,8 +50,9 @@ class SceneQuestionCollator:
                 raise DataError(f"A scene has {points.shape} points but {colours.shape} colours; pass one RGB per "
                                 "point.")
             scenes.append(np.concatenate([points, colours], axis=1))
+        rngs = [self.randomness.rng(example) for example in examples] if self.train else None
         batch = dict(self.processor(scenes, [str(example["question"]) for example in examples], return_tensors="pt",
-                                    rng=np.random if self.train else None))
+                                    rng=rngs))
         if self.label2id is not None and "answer" in examples[0]:
             answers = [str(example["answer"]) for example in examples]
             unknown = sorted(set(answers) - set(self.label2id))
@@ -82,7 +86,7 @@ class QuestionAnswering3DTask(ClassificationTask):
     input_help = ("coloured scene files (.npz with `points` and `colors`, .ply with red/green/blue, or .npy/.txt "
                   "with columns x y z r g b; 8-bit colours are scaled to [0, 1]) and --question")
     pipeline_tag = "3d-question-answering"
-    summary = "Answers questions about a coloured 3D scene (point cloud)."
+    summary = "Answers questions about a coloured 3D scene (Point-BERT, a question encoder and a frozen LLM block)."
     primary_metric = "exact_match"
     # 10 epochs of ~1840 questions (700 rooms) in batches of 32 with SmolLM2's last layer: test EM@1 0.356 (fp32) and
     # 0.372 (bf16 autocast) against 0.164 for the majority answer and 0.329 for the majority answer of each question
@@ -123,9 +127,9 @@ class QuestionAnswering3DTask(ClassificationTask):
         return PointCloudQuestionProcessor(PointCloudFeatureExtractor.from_pretrained(folder),
                                            AutoTokenizer.from_pretrained(folder))
 
-    def collators(self, model, processor, seed: int, data: TaskData | None = None):
+    def collators(self, model, processor, randomness=0, data: TaskData | None = None):
         label2id = {str(answer): int(index) for answer, index in model.config.label2id.items()}
-        return (SceneQuestionCollator(processor, label2id, train=True),
+        return (SceneQuestionCollator(processor, label2id, train=True, randomness=randomness),
                 SceneQuestionCollator(processor, label2id))
 
     # -- metrics --------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..data.video import (
     video_image_processor,
     write_video,
 )
+from ..data.randomness import ExampleRandomness
 from ..errors import DataError
 from ..modeling import VideoMAELlamaForVideoClassification
 from .base import ClassificationTask, TaskData, TokenGrid
@@ -46,7 +47,7 @@ class VideoClassificationTask(ClassificationTask):
                   "the middle frame of each of the model's equal segments)")
     pipeline_tag = "video-classification"
     requirements = ("torch", "transformers", "numpy", "pillow", "av")
-    summary = "A video classifier."
+    summary = "Classifies video clips (a VideoMAE trunk with a frozen LLM block)."
     primary_metric = "accuracy"
     # The builtin recipe, measured on moving shapes with SmolLM2's last layer: test accuracy 0.83 (fp32) and 0.81
     # (bf16) after 5 epochs of 27 steps, against 0.17 for the majority class; 8 epochs scored no better (0.80 / 0.83).
@@ -111,10 +112,11 @@ class VideoClassificationTask(ClassificationTask):
         return video_image_processor(trunk_image_size(AutoConfig.from_pretrained(folder))) if read_config(folder) \
             else None
 
-    def collators(self, model, processor, seed: int, data: TaskData | None = None):
+    def collators(self, model, processor, randomness=0, data: TaskData | None = None):
         num_frames = model.config.vision_config.num_frames
         flip = bool(data is not None and data.info.get("augment"))
-        return (VideoCollator(processor, num_frames, train=True, flip=flip), VideoCollator(processor, num_frames))
+        return (VideoCollator(processor, num_frames, train=True, flip=flip,
+                              randomness=ExampleRandomness.of(randomness)), VideoCollator(processor, num_frames))
 
     # -- predict --------------------------------------------------------------------------------------------
     def read_inputs(self, paths: list[str], options) -> list:
@@ -123,7 +125,7 @@ class VideoClassificationTask(ClassificationTask):
     def predict(self, model, processor, inputs: list, options) -> list[dict]:
         import torch
 
-        collate = self.collators(model, processor, seed=0)[1]
+        collate = self.collators(model, processor)[1]
         results = []
         for start in range(0, len(inputs), 16):  # whole decoded videos are large: a few clips per forward pass
             batch = collate([{"video": clip} for clip in inputs[start:start + 16]])

@@ -14,6 +14,7 @@ import tempfile
 
 import torch
 
+from ..data.randomness import ExampleRandomness, with_example_ids
 from ..data.splits import truncate_splits
 from ..errors import UsageError
 from .arguments import TrainArguments
@@ -102,7 +103,9 @@ def train_task(arguments: TrainArguments) -> dict:
         if training_args.should_log:
             model.print_trainable_parameters()
 
-    train_collator, eval_collator = task.collators(unwrap(model), processor, training_args.seed, data)
+    randomness = ExampleRandomness(training_args.seed)
+    data.splits["train"] = with_example_ids(data.splits["train"])
+    train_collator, eval_collator = task.collators(unwrap(model), processor, randomness, data)
     trainer = FrozenLMTrainer(
         model=model,
         args=training_args,
@@ -113,6 +116,7 @@ def train_task(arguments: TrainArguments) -> dict:
         compute_metrics=task.compute_metrics(unwrap(model), data),
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
         mixer=task.mixer(model_args),
+        randomness=randomness,
     )
     train_result = trainer.train(resume_from_checkpoint=resume)
     check_optimizer_params(trainer.optimizer, model)
@@ -142,7 +146,7 @@ def evaluate_model(task, model, processor, split, batch_size: int = 256, prefix:
     """The task's metrics of a trained model on one split (what `hf-frozenlm evaluate` prints)."""
     from transformers import TrainingArguments
 
-    collator = task.collators(unwrap(model), processor, seed=0)[1]
+    collator = task.collators(unwrap(model), processor)[1]
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch, per_device_eval_batch_size=batch_size, report_to="none", remove_unused_columns=False,

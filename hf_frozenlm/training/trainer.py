@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 
 import numpy as np
@@ -94,17 +95,31 @@ class FrozenWeightsCallback(TrainerCallback):
         self.check(model, "end of training")
 
 
+class EpochCallback(TrainerCallback):
+    """Keeps the training collators' `ExampleRandomness.epoch` at the epoch being trained (resumed runs included:
+    Trainer restores `state.epoch` from the checkpoint before the resumed epoch begins)."""
+
+    def __init__(self, randomness):
+        self.randomness = randomness
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.randomness.epoch = int(math.floor((state.epoch or 0) + 1e-6))
+
+
 class FrozenLMTrainer(Trainer):
     """Trainer with the paper's optimizer policy, an evaluation collator, optional mixing and faithful resumes.
 
     eval_data_collator: collates evaluation and test batches (the training collator may augment).
     mixer: a batch mixer (mixup / cutmix) for class labels; the loss then uses label-smoothed soft targets.
+    randomness: the training collator's ExampleRandomness, whose epoch this Trainer keeps current.
     """
 
-    def __init__(self, *args, eval_data_collator=None, mixer=None, **kwargs):
+    def __init__(self, *args, eval_data_collator=None, mixer=None, randomness=None, **kwargs):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(callback, FrozenWeightsCallback) for callback in callbacks):
             callbacks.append(FrozenWeightsCallback())
+        if randomness is not None:
+            callbacks.append(EpochCallback(randomness))
         super().__init__(*args, callbacks=callbacks, **kwargs)
         self.eval_data_collator = eval_data_collator
         self.mixer = mixer

@@ -182,7 +182,8 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
     - `trunk_presets` (name -> trunk fields) and `resolve_trunk` / `load_trunk_weights` if its trunk has a
       transformers config (ViT, VideoMAE, ViLT);
     - `auto_map_entries`: Auto class name -> this module's class that it loads;
-    - `custom_pipeline`: (task, "frozenlm_pipelines.<Class>") for tasks transformers has no pipeline for.
+    - `custom_pipeline`: (task, "frozenlm_pipelines.<Class>") for tasks transformers has no pipeline for, loaded
+      through `pipeline_auto_class`.
     """
 
     config: FrozenLMConfig
@@ -192,6 +193,8 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     auto_map_entries: dict[str, str] = {}
     custom_pipeline: tuple[str, str] | None = None
+    # The Auto class the custom pipeline loads the folder with: AutoModel, unless AutoModel means the encoder alone.
+    pipeline_auto_class: str = "AutoModel"
 
     def _init_weights(self, module):
         super()._init_weights(module)
@@ -262,7 +265,7 @@ class FrozenLMPreTrainedModel(PreTrainedModel):
         if cls.custom_pipeline is None:
             return {}
         task, impl = cls.custom_pipeline
-        return {task: {"impl": impl, "pt": ["AutoModel"], "default": {}, "type": "multimodal"}}
+        return {task: {"impl": impl, "pt": [cls.pipeline_auto_class], "default": {}, "type": "multimodal"}}
 
     # -- loading --------------------------------------------------------------------------------------------
     @classmethod

@@ -321,6 +321,18 @@ class PointBertLlamaModel(PointBertLlamaPreTrainedModel):
         )
 
 
+def point_bert_classifier(config, num_labels: int) -> nn.Module:
+    """Point-BERT's head over the (B, 2D) pooled output: 2D -> hidden -> ReLU -> dropout -> labels."""
+    if num_labels <= 0:
+        return nn.Identity()
+    return nn.Sequential(
+        nn.Linear(2 * config.hidden_size, config.classifier_hidden_size),
+        nn.ReLU(),
+        nn.Dropout(config.classifier_dropout),
+        nn.Linear(config.classifier_hidden_size, num_labels),
+    )
+
+
 class PointBertLlamaForPointCloudClassification(PointBertLlamaPreTrainedModel):
     """PointBertLlamaModel + Point-BERT's head: [CLS, max-pool] -> 256 -> ReLU -> dropout 0.5 -> classes."""
 
@@ -343,14 +355,7 @@ class PointBertLlamaForPointCloudClassification(PointBertLlamaPreTrainedModel):
         self.post_init()
 
     def make_classifier(self, num_labels: int) -> nn.Module:
-        if num_labels <= 0:
-            return nn.Identity()
-        return nn.Sequential(
-            nn.Linear(2 * self.config.hidden_size, self.config.classifier_hidden_size),
-            nn.ReLU(),
-            nn.Dropout(self.config.classifier_dropout),
-            nn.Linear(self.config.classifier_hidden_size, num_labels),
-        )
+        return point_bert_classifier(self.config, num_labels)
 
     @can_return_tuple
     def forward(
@@ -528,11 +533,7 @@ class PointBertLlamaForQuestionAnswering(PointBertLlamaQAPreTrainedModel):
         self.post_init()
 
     def make_classifier(self, num_labels: int) -> nn.Module:
-        config = self.config
-        return nn.Sequential(
-            nn.Linear(2 * config.hidden_size, config.classifier_hidden_size), nn.ReLU(),
-            nn.Dropout(config.classifier_dropout), nn.Linear(config.classifier_hidden_size, num_labels),
-        )
+        return point_bert_classifier(self.config, num_labels)
 
     @can_return_tuple
     def forward(

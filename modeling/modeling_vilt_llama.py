@@ -103,6 +103,8 @@ class ViltLlamaModel(ViltLlamaPreTrainedModel):
 
     _auto_class = "AutoModel"
     auto_map_entries = {"AutoModel": "ViltLlamaModel"}
+    # The encoder of a saved VQA model (AutoModel on its folder) leaves the answer head out on purpose.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\."]
 
     def __init__(self, config: ViltLlamaConfig):
         super().__init__(config)
@@ -199,6 +201,10 @@ class ViltLlamaForQuestionAnswering(ViltLlamaPreTrainedModel):
         "AutoModel": "ViltLlamaModel",
         "AutoModelForVisualQuestionAnswering": "ViltLlamaForQuestionAnswering",
     }
+    output_kind = "soft answer scores"
+    # transformers 5 removed its visual-question-answering pipeline; the folder ships its own.
+    custom_pipeline = ("visual-question-answering", "frozenlm_pipelines.VisualQuestionAnsweringPipeline")
+    pipeline_auto_class = "AutoModelForVisualQuestionAnswering"  # AutoModel loads the encoder alone here
 
     def __init__(self, config: ViltLlamaConfig):
         super().__init__(config)
@@ -236,7 +242,8 @@ class ViltLlamaForQuestionAnswering(ViltLlamaPreTrainedModel):
                     f"labels has shape {tuple(labels.shape)}; VQA labels are soft scores over the answer vocabulary, "
                     f"shape {tuple(logits.shape)} (batch, num_labels)."
                 )
-            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype)) * labels.shape[1]
+            # In float32: under bf16 autocast the logits are bf16, which would round the 1/3 and 2/3 soft scores.
+            loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float()) * labels.shape[1]
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)
 
 
@@ -284,5 +291,5 @@ class ViltLlamaForImageAndTextRetrieval(ViltLlamaPreTrainedModel):
         if labels is not None:
             if labels.shape != logits.shape[:1]:
                 raise ValueError(f"labels has shape {tuple(labels.shape)}; expected ({logits.shape[0]},) of 1 (match) / 0.")
-            loss = F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+            loss = F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels.float())
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states)

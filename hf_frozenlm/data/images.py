@@ -117,6 +117,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, P, CMYK, YCbCr, ...
 
 
+def read_image_files(paths: list[str]) -> list[Image.Image]:
+    """Image files as RGB images, converted as in training (transparent pixels become white paper)."""
+    from PIL import UnidentifiedImageError
+
+    images = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                # .copy() reads the pixels before the file closes (to_rgb returns RGB images as they are).
+                images.append(to_rgb(image).copy())
+        except (OSError, UnidentifiedImageError) as error:
+            raise DataError(f"Cannot read {path} as an image ({error}).") from error
+    return images
+
+
 def _open_image(value) -> Image.Image:
     """Decode an undecoded `datasets.Image` value ({"bytes", "path"}) fully, so truncated files fail here."""
     if isinstance(value, Image.Image):

@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ..errors import DataError
+from .text import train_wordpiece_tokenizer
 
 OBJECT_TYPES = ("box", "ball", "cylinder", "cone")
 OBJECT_COLOURS = {"red": (0.9, 0.15, 0.15), "green": (0.15, 0.7, 0.25), "blue": (0.2, 0.3, 0.9), "yellow": (0.9, 0.85, 0.15)}
@@ -161,27 +162,6 @@ def load_scene_qa_data(data_args):
 
 
 # -- the question tokenizer -------------------------------------------------------------------------------------
-def train_wordpiece_tokenizer(texts, vocab_size: int = 512):
-    """A BERT-style WordPiece tokenizer trained offline on `texts` with `tokenizers`, wrapped for transformers."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import BertTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    tokenizer.train_from_iterator(list(texts), trainer)
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
-    )
-    return BertTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]",
-    )
-
-
 def builtin_scene_qa_tokenizer(vocab_size: int = 256):
     """A WordPiece tokenizer trained on every question template of the builtin rooms ([PAD] is id 0, which the
     model's question embedding keeps at zero)."""

@@ -105,7 +105,9 @@ class Task:
     summary: ClassVar[str]  # one line for cards and listings: what the model does
     primary_metric: ClassVar[str]  # the metric that ranks runs (ablate, card headline, best checkpoint)
     greater_is_better: ClassVar[bool] = True
-    labels_are_classes: ClassVar[bool] = True  # label smoothing applies; a saved model's classifier can be reset
+    labels_are_classes: ClassVar[bool] = True  # a saved model's classifier is reset for a new label set
+    # Trainer's LabelSmoother indexes log-probabilities by integer class labels: it needs classes and cross-entropy.
+    label_smoothing_applies: ClassVar[bool] = True
     supports_mixup: ClassVar[bool] = False  # mixup / cutmix make sense (images)
     # What a user installs to run a saved model of this task with transformers alone (the card's snippet).
     requirements: ClassVar[tuple[str, ...]] = ("torch", "transformers", "numpy", "pillow")
@@ -121,7 +123,11 @@ class Task:
         return data_args.dataset or self.builtin
 
     def is_builtin(self, data_args) -> bool:
-        return self.dataset_name(data_args) == self.builtin
+        return self.is_builtin_name(self.dataset_name(data_args))
+
+    def is_builtin_name(self, dataset: str) -> bool:
+        # BUILTIN:N (where a task offers it) is the builtin at another size: the same trunk preset suits it.
+        return dataset.split(":", 1)[0] == self.builtin
 
     # -- model ------------------------------------------------------------------------------------------------
     def trunk(self, model_args, data_args) -> tuple[Any, dict]:
@@ -179,7 +185,8 @@ class Task:
         if task.name != self.name:
             raise UsageError(f"{folder} holds a {task.name} model; --task {self.name} cannot fine-tune it.")
         model = self.model_class.from_pretrained(folder)
-        if self.labels_are_classes and data.id2label and dict(model.config.id2label) != dict(data.id2label):
+        saved_labels = {int(index): str(label) for index, label in model.config.id2label.items()}
+        if self.labels_are_classes and data.id2label and saved_labels != dict(data.id2label):
             model.reset_classifier(len(data.id2label), data.id2label)
         return model
 
@@ -248,9 +255,30 @@ class Task:
         return []
 
     def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
-        """Write `count` test-split examples as the files `predict` reads; returns (paths, extra predict options such
-        as ["--question", "..."]). Used by the docs, the Space and the end-to-end tests."""
+        """Write the first `count` test-split examples as the files `predict` reads; returns (paths, extra predict
+        options such as ["--question", "..."]). Used by the docs, the Space and the end-to-end tests."""
+        os.makedirs(folder, exist_ok=True)
+        split = data.splits["test"]
+        examples = [split[index] for index in range(min(count, len(split)))]
+        paths = [self.write_example(example, os.path.join(folder, self.example_stem(example, index, data)))
+                 for index, example in enumerate(examples)]
+        return paths, self.example_options(examples)
+
+    def example_stem(self, example: dict, index: int, data: TaskData) -> str:
+        """An example file's name without extension: example_<index>_<label> (the label, where there is one, lets a
+        reader check the prediction)."""
+        if "label" not in example or not data.id2label:
+            return f"example_{index}"
+        label = str(data.id2label[int(example["label"])]).replace(" ", "-").replace(os.sep, "-")
+        return f"example_{index}_{label}"
+
+    def write_example(self, example: dict, stem: str) -> str:
+        """Write one example as `stem` plus this task's input extension; returns the path."""
         raise NotImplementedError
+
+    def example_options(self, examples: list[dict]) -> list[str]:
+        """Predict options the written examples need beside their files (e.g. their questions)."""
+        return []
 
     # -- publishing -------------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:

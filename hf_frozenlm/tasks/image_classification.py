@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import os
 
-from ..data.images import RandomResizedCropFlip, load_image_classification_data, to_rgb, use_augmentation
+from ..data.images import (
+    RandomResizedCropFlip,
+    load_image_classification_data,
+    read_image_files,
+    to_rgb,
+    use_augmentation,
+)
 from ..data.randomness import ExampleRandomness
 from ..errors import DataError
 from ..modeling import ViTLlamaForImageClassification
@@ -110,18 +116,7 @@ class ImageClassificationTask(ClassificationTask):
 
     # -- predict --------------------------------------------------------------------------------------------
     def read_inputs(self, paths: list[str], options) -> list:
-        from PIL import Image, UnidentifiedImageError
-
-        images = []
-        for path in paths:
-            try:
-                with Image.open(path) as image:
-                    # Same conversion as training: transparent pixels become white paper. .copy() reads the pixels
-                    # before the file closes (to_rgb returns RGB images as they are).
-                    images.append(to_rgb(image).copy())
-            except (OSError, UnidentifiedImageError) as error:
-                raise DataError(f"Cannot read {path} as an image ({error}).") from error
-        return images
+        return read_image_files(paths)
 
     def predict(self, model, processor, inputs: list, options) -> list[dict]:
         import torch
@@ -131,15 +126,9 @@ class ImageClassificationTask(ClassificationTask):
         top = self.top_labels(logits, model.config.id2label, options.top_k)
         return [{"input": path, "predictions": predictions} for path, predictions in zip(options.inputs, top)]
 
-    def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
-        os.makedirs(folder, exist_ok=True)
-        split = data.splits["test"]
-        paths = []
-        for index in range(min(count, len(split))):
-            path = os.path.join(folder, f"example_{index}_{data.id2label[int(split[index]['label'])]}.png")
-            to_rgb(split[index]["image"]).save(path)
-            paths.append(path)
-        return paths, []
+    def write_example(self, example: dict, stem: str) -> str:
+        to_rgb(example["image"]).save(stem + ".png")
+        return stem + ".png"
 
     # -- publishing -----------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:

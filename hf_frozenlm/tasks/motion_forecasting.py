@@ -77,6 +77,7 @@ class MotionForecastingTask(Task):
     primary_metric = "minADE"
     greater_is_better = False
     labels_are_classes = False
+    label_smoothing_applies = False
     # The builtin recipe: 20 epochs of the 1,400 training scenes in batches of 32 (880 steps). Measured with
     # SmolLM2-135M's last layer on the 400 test scenes: minADE / minFDE / miss rate 0.70 / 1.44 / 0.21 (fp32) against
     # constant velocity's 2.64 / 6.61 / 0.625; a peak learning rate of 3e-3 did worse (0.89 / 1.76 / 0.27). Label
@@ -87,10 +88,6 @@ class MotionForecastingTask(Task):
     )
 
     # -- data -----------------------------------------------------------------------------------------------
-    def is_builtin(self, data_args) -> bool:
-        # road-scenes:N is the builtin at another size: the same trunk preset suits it.
-        return self.dataset_name(data_args).split(":", 1)[0] == self.builtin
-
     def load_data(self, data_args) -> TaskData:
         from dataclasses import replace
 
@@ -247,18 +244,14 @@ class MotionForecastingTask(Task):
             paths.append(path)
         return paths
 
-    def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
-        os.makedirs(folder, exist_ok=True)
-        split = data.splits["test"]
-        paths = []
-        for index in range(min(count, len(split))):
-            row = split[index]
-            scene = {key: row[key] for key in ("agent", "others", "lanes", "future") if row.get(key) is not None}
-            path = os.path.join(folder, f"scene_{index}.json")
-            with open(path, "w", encoding="utf-8") as handle:
-                json.dump(scene, handle)
-            paths.append(path)
-        return paths, []
+    def example_stem(self, example: dict, index: int, data: TaskData) -> str:
+        return f"scene_{index}"
+
+    def write_example(self, example: dict, stem: str) -> str:
+        scene = {key: example[key] for key in ("agent", "others", "lanes", "future") if example.get(key) is not None}
+        with open(stem + ".json", "w", encoding="utf-8") as handle:
+            json.dump(scene, handle)
+        return stem + ".json"
 
     # -- publishing -----------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:

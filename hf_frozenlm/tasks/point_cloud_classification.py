@@ -109,16 +109,9 @@ class PointCloudClassificationTask(ClassificationTask):
         top = self.top_labels(logits, model.config.id2label, options.top_k)
         return [{"input": path, "predictions": predictions} for path, predictions in zip(options.inputs, top)]
 
-    def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
-        os.makedirs(folder, exist_ok=True)
-        split = data.splits["test"]
-        paths = []
-        for index in range(min(count, len(split))):
-            example = split[index]
-            path = os.path.join(folder, f"example_{index}_{data.id2label[int(example['label'])]}.npy")
-            np.save(path, np.asarray(example["points"], dtype=np.float32))
-            paths.append(path)
-        return paths, []
+    def write_example(self, example: dict, stem: str) -> str:
+        np.save(stem + ".npy", np.asarray(example["points"], dtype=np.float32))
+        return stem + ".npy"
 
     # -- publishing -----------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:

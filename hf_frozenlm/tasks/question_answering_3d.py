@@ -94,9 +94,6 @@ class QuestionAnswering3DTask(ClassificationTask):
     training_defaults = dict(num_train_epochs=10, per_device_train_batch_size=32, learning_rate=3e-3,
                              weight_decay=0.01, label_smoothing_factor=0.0)
 
-    def is_builtin(self, data_args) -> bool:
-        return self.dataset_name(data_args).split(":", 1)[0] == self.builtin  # rooms-qa:N is the builtin, resized
-
     def load_data(self, data_args) -> TaskData:
         return load_scene_qa_data(data_args)
 
@@ -171,17 +168,15 @@ class QuestionAnswering3DTask(ClassificationTask):
             lines.append(f"  {rank}. {prediction['label']:<24} {prediction['score']:.4f}")
         return "\n".join(lines)
 
-    def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
-        """Scenes of the test split as .npz (points + colors), with each one's own question."""
-        os.makedirs(folder, exist_ok=True)
-        split = data.splits["test"]
-        paths, questions = [], []
-        for index in range(min(count, len(split))):
-            example = split[index]
-            path = os.path.join(folder, f"scene_{index}_{str(example['answer']).replace(' ', '_')}.npz")
-            paths.append(write_scene(path, example["points"], example["colors"]))
-            questions.append(str(example["question"]))
-        return paths, ["--question", *questions]
+    def example_stem(self, example: dict, index: int, data: TaskData) -> str:
+        return f"scene_{index}_{str(example['answer']).replace(' ', '_')}"
+
+    def write_example(self, example: dict, stem: str) -> str:
+        """A scene as .npz (points + colors); its question goes to example_options."""
+        return write_scene(stem + ".npz", example["points"], example["colors"])
+
+    def example_options(self, examples: list[dict]) -> list[str]:
+        return ["--question", *(str(example["question"]) for example in examples)]
 
     # -- publishing -----------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:

@@ -137,21 +137,13 @@ class VideoClassificationTask(ClassificationTask):
                                                                             options.top_k))]
         return results
 
-    def write_examples(self, data: TaskData, folder: str, count: int = 2) -> tuple[list[str], list[str]]:
-        os.makedirs(folder, exist_ok=True)
-        split = data.splits["test"]
-        paths = []
-        for index in range(min(count, len(split))):
-            example = split[index]
-            label = data.id2label[int(example["label"])].replace(" ", "-").replace(os.sep, "-")
-            video = example["video"]
-            if isinstance(video, str):  # a file of a video folder: copied as it is
-                path = os.path.join(folder, f"example_{index}_{label}{os.path.splitext(video)[1]}")
-                shutil.copyfile(video, path)
-            else:
-                path = write_video(os.path.join(folder, f"example_{index}_{label}.mp4"), video)
-            paths.append(path)
-        return paths, []
+    def write_example(self, example: dict, stem: str) -> str:
+        video = example["video"]
+        if isinstance(video, str):  # a file of a video folder: copied as it is
+            path = stem + os.path.splitext(video)[1]
+            shutil.copyfile(video, path)
+            return path
+        return write_video(stem + ".mp4", video)
 
     # -- publishing -----------------------------------------------------------------------------------------
     def usage_snippet(self, repo_id: str, config) -> str:

@@ -280,7 +280,7 @@ def check_train_arguments(arguments: TrainArguments) -> None:
         raise UsageError("--weight_decay and --warmup_steps must not be negative.")
     if not 0 <= training.label_smoothing_factor < 1:
         raise UsageError(f"--label_smoothing_factor {training.label_smoothing_factor}: pass a value in [0, 1).")
-    if training.label_smoothing_factor > 0 and not task.labels_are_classes:
+    if training.label_smoothing_factor > 0 and not task.label_smoothing_applies:
         raise UsageError(
             f"--label_smoothing_factor applies to class labels; {task.name} labels are {task.model_class.output_kind}. "
             "Leave it at 0 for this task."

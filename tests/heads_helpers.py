@@ -1,4 +1,5 @@
-"""Helpers shared by the motion, ViLT and scene-QA head tests: tiny LLMs, freezing checks, remote-code loads."""
+"""Helpers shared by the task tests: tiny LLMs (in memory and as checkpoint folders), training through the real loop
+with its precision recorded, freezing checks, remote-code loads."""
 
 import os
 import subprocess
@@ -15,6 +16,38 @@ def tiny_llama(**overrides) -> LlamaConfig:
                   num_hidden_layers=2, vocab_size=16)
     fields.update(overrides)
     return LlamaConfig(**fields)
+
+
+def save_tiny_llama(folder, seed: int = 0, **overrides) -> str:
+    """A random tiny LLaMA saved as an HF checkpoint folder, which `--llm FOLDER` reads as it reads SmolLM2."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    LlamaForCausalLM(tiny_llama(**overrides)).save_pretrained(folder)
+    return str(folder)
+
+
+def train_recording_autocast(argv: list[str]) -> tuple[dict, list[bool]]:
+    """`train_task(parse_train_arguments(argv))`: its metrics, and for every training forward of the frozen block
+    whether it ran under bf16 autocast (what Trainer really did, not only what the flag says)."""
+    from hf_frozenlm.modeling import FrozenLMBlock
+    from hf_frozenlm.training import parse_train_arguments, train_task
+
+    autocast = []
+
+    def record(module, _args):
+        # The block runs inside the model's forward, where accelerate's autocast (if any) is entered.
+        if isinstance(module, FrozenLMBlock) and module.training:
+            autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+
+    arguments = parse_train_arguments(argv)
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        metrics = train_task(arguments)
+    finally:
+        handle.remove()
+        torch.set_num_threads(1)  # train_task sets the process's thread count; keep the other tests on one
+    return metrics, autocast
 
 
 def llm_tensors(model):

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from hf_frozenlm.analysis.maps import (
     STAGES,

@@ -17,7 +17,7 @@ import textwrap
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from heads_helpers import save_tiny_llama
 
 from hf_frozenlm.cli import main
 from hf_frozenlm.tasks import TASK_NAMES, get_task
@@ -29,11 +29,7 @@ QUICK = ["--max_steps", "3", "--max_train_samples", "32", "--max_eval_samples", 
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("llm") / "tiny-llama"
-    torch.manual_seed(5)
-    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
-                                 num_hidden_layers=2, vocab_size=16)).save_pretrained(folder)
-    return str(folder)
+    return save_tiny_llama(tmp_path_factory.mktemp("llm") / "tiny-llama", seed=5)
 
 
 REMOTE = textwrap.dedent("""

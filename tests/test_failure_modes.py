@@ -6,30 +6,22 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from heads_helpers import save_tiny_llama
 
 from hf_frozenlm import LLMCheckpointError, ViTLlamaForImageClassification, load_llm_layers
 from hf_frozenlm.cli import main
 from hf_frozenlm.errors import DataError, PublishError
 from hf_frozenlm.modeling import ProcessorInputError
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
-            vocab_size=16)
-
-
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("llm") / "tiny-llama"
-    torch.manual_seed(2)
-    LlamaForCausalLM(LlamaConfig(**TINY)).save_pretrained(folder)
-    return folder
+    return Path(save_tiny_llama(tmp_path_factory.mktemp("llm") / "tiny-llama", seed=2))
 
 
 # -- checkpoints -------------------------------------------------------------------------------------------------

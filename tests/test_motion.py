@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from heads_helpers import assert_llm_frozen, llm_tensors, run_remote, tiny_llama, train_steps
+from heads_helpers import assert_llm_frozen, llm_tensors, run_remote, save_tiny_llama, tiny_llama, train_steps
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel
 
@@ -273,12 +273,8 @@ def test_builtin_scenes_are_seeded_and_in_the_agent_frame():
 
 @pytest.fixture(scope="module")
 def tiny_llm_folder(tmp_path_factory):
-    from transformers import LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("llm") / "tiny-llama"
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama(hidden_size=64, intermediate_size=128, num_hidden_layers=1)).save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("llm") / "tiny-llama", hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=1)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

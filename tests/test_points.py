@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from heads_helpers import run_remote, tiny_llama
+from heads_helpers import run_remote, save_tiny_llama, tiny_llama, train_recording_autocast
 from safetensors.torch import load_file
 
 from hf_frozenlm import AutoModelForPointCloudClassification, PointBertLlamaForPointCloudClassification
@@ -24,7 +24,6 @@ from hf_frozenlm.errors import DataError
 from hf_frozenlm.modeling import PointCloudFeatureExtractor, ProcessorInputError
 from hf_frozenlm.modeling.modeling_pointbert_llama import farthest_point_sample, knn_indices
 from hf_frozenlm.tasks import get_task
-from hf_frozenlm.training import parse_train_arguments, train_task
 from hf_frozenlm.training.arguments import DataArguments
 
 TASK = get_task("point-cloud-classification")
@@ -35,13 +34,8 @@ QUICK = ["--max_steps", "150", "--per_device_train_batch_size", "32", "--learnin
 
 @pytest.fixture(scope="module")
 def llm_folder(tmp_path_factory):
-    """A tiny random LLaMA saved as an HF folder: `--llm` reads its last layer like any checkpoint's."""
-    from transformers import LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("llm") / "tiny-llama"
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_llama(hidden_size=64, intermediate_size=128, num_hidden_layers=1)).save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tmp_path_factory.mktemp("llm") / "tiny-llama", hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=1)
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +47,9 @@ def runs(tmp_path_factory, llm_folder):
     def run(precision):
         if precision not in cache:
             folder = tmp_path_factory.mktemp(f"points-{precision}") / "run"
-            arguments = parse_train_arguments(["--task", TASK.name, "--precision", precision, "--llm", str(llm_folder),
-                                               "--output_dir", str(folder), *QUICK])
-            autocast = []
-            forward = PointBertLlamaForPointCloudClassification.forward
-
-            def spy(self, *args, **kwargs):
-                if self.training:
-                    autocast.append(torch.is_autocast_enabled("cpu"))
-                return forward(self, *args, **kwargs)
-
-            PointBertLlamaForPointCloudClassification.forward = spy
-            try:
-                metrics = train_task(arguments)
-            finally:
-                PointBertLlamaForPointCloudClassification.forward = forward
-            cache[precision] = folder, metrics, all(autocast)
+            metrics, autocast = train_recording_autocast(["--task", TASK.name, "--precision", precision, "--llm",
+                                                          llm_folder, "--output_dir", str(folder), *QUICK])
+            cache[precision] = folder, metrics, bool(autocast) and all(autocast)
         return cache[precision]
 
     return run

@@ -4,7 +4,6 @@ that folder, slim checkpoints re-extract (and verify) their LLM layers, and bad 
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from heads_helpers import save_tiny_llama
 
 from hf_frozenlm.tasks import TASK_NAMES
 from hf_frozenlm.training import parse_train_arguments, train_task
@@ -33,11 +33,7 @@ STEPS = ["--max_steps", "6", "--save_strategy", "steps", "--save_steps", "3", "-
 
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("llm") / "tiny-llama"
-    torch.manual_seed(3)
-    LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
-                                 num_hidden_layers=2, vocab_size=16)).save_pretrained(folder)
-    return str(folder)
+    return save_tiny_llama(tmp_path_factory.mktemp("llm") / "tiny-llama", seed=3)
 
 
 def run(task: str, output_dir, llm: str, *extra: str) -> dict:

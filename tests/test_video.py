@@ -29,11 +29,17 @@ from hf_frozenlm.data.video import (
     write_video,
 )
 from hf_frozenlm.errors import DataError
-from hf_frozenlm.modeling.frozenlm_block import FrozenLMBlock
 from hf_frozenlm.tasks import get_task
 from hf_frozenlm.training import parse_train_arguments, train_task
 from hf_frozenlm.training.arguments import DataArguments
-from heads_helpers import assert_llm_frozen, llm_tensors, run_remote, tiny_llama, train_steps
+from heads_helpers import (
+    assert_llm_frozen,
+    llm_tensors,
+    run_remote,
+    tiny_llama,
+    train_recording_autocast,
+    train_steps,
+)
 
 TASK = get_task("video-classification")
 LABELS = dict(enumerate(MOVING_SHAPES_LABELS))
@@ -324,26 +330,12 @@ LEARNING_STEPS = 80
 
 
 def train_builtin(tmp_path, precision: str, *options: str) -> tuple[dict, list[bool]]:
-    """The builtin recipe through `parse_train_arguments` + `train_task`; returns its metrics and whether each
-    training forward pass ran under bf16 autocast."""
-    autocast = []
-
-    def record(module, _args):
-        # The block runs inside the model's forward, where accelerate's autocast (if any) is entered.
-        if isinstance(module, FrozenLMBlock) and module.training:
-            autocast.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
-
-    arguments = parse_train_arguments([
+    """The builtin recipe through the real loop; returns its metrics and, per training forward, whether it ran under
+    bf16 autocast."""
+    return train_recording_autocast([
         "--task", "video-classification", "--precision", precision, "--output_dir", str(tmp_path / "run"),
         "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", *options,
     ])
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
-        metrics = train_task(arguments)
-    finally:
-        handle.remove()
-        torch.set_num_threads(1)  # train_task sets the process's thread count; keep the other tests on one
-    return metrics, autocast
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -10,7 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from heads_helpers import assert_llm_frozen, llm_tensors, run_remote, tiny_llama, train_steps
+from heads_helpers import assert_llm_frozen, llm_tensors, run_remote, save_tiny_llama, tiny_llama, train_steps
 from PIL import Image
 from transformers import AutoModel, AutoModelForVisualQuestionAnswering, AutoProcessor
 
@@ -528,12 +528,8 @@ def tiny_llm_folder(tmp_path_factory):
     and retrieval, whose balanced pairs give no gradient to image-only or text-only features, sits at ln 2 until
     rounding noise happens to push it off (the old recipe's fp32-on-AVX2 failure).
     """
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(tiny_llama(hidden_size=64, intermediate_size=128, initializer_range=0.2)).save_pretrained(folder)
-    return str(folder)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), hidden_size=64, intermediate_size=128,
+                           initializer_range=0.2)
 
 
 def train_builtin(task, precision, tiny_llm_folder, tmp_path, *options):

@@ -205,6 +205,18 @@ def test_maps_match_the_analysis_module(tiny_digits_model):
         assert maps[kind]["block"].shape == (2, 8, 8)
 
 
+def test_the_example_digits_are_real_scans_rendered_as_training_sees_them(tmp_path):
+    """The Space's example PNGs are what `write_digit_examples` renders from scikit-learn's digits: real scans, not
+    drawings, in the training data's dark-ink-on-white form."""
+    from hf_frozenlm.hub.space import EXAMPLE_DIGITS, write_digit_examples
+
+    committed = Path(app.__file__).resolve().parent / "examples"
+    for path in write_digit_examples(tmp_path):
+        with Image.open(path) as fresh, Image.open(committed / path.name) as shipped:
+            assert np.array_equal(np.asarray(fresh), np.asarray(shipped)), path.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"digit_{d}.png" for d in EXAMPLE_DIGITS)
+
+
 def test_space_readme_front_matter():
     text = (SPACE / "README.md").read_text(encoding="utf-8")
     assert text.startswith("---\n")

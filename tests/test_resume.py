@@ -131,3 +131,37 @@ def test_last_skips_a_checkpoint_whose_save_was_cut_short(tiny_llm, tmp_path, ca
                   "--max_steps", str(newest + 2))
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == newest + 2 and 0 <= metrics["test"]["accuracy"] <= 1
+
+
+def test_a_lora_run_resumes_and_its_folder_evaluates_as_its_metrics_say(tiny_llm, tmp_path, monkeypatch, capsys):
+    """Two features together: a LoRA run (adapter checkpoints, Trainer's own loader) stopped after its step-3
+    checkpoint resumes to the uninterrupted run's end, and `evaluate` on the resumed folder gives its metrics.json."""
+    from hf_frozenlm.cli import main
+
+    lora = ("--lora_r", "4")  # with the default label smoothing 0.1: the loss is measured without it both ways
+    uninterrupted = run("image-classification", tmp_path / "whole", tiny_llm, *lora)
+    original_save = FrozenLMTrainer._save_checkpoint
+
+    def save_then_stop(self, *args, **kwargs):
+        original_save(self, *args, **kwargs)
+        raise KeyboardInterrupt("stopped right after the step-3 checkpoint")
+
+    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run("image-classification", tmp_path / "stopped", tiny_llm, *lora)
+    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", original_save)
+    assert (tmp_path / "stopped" / "checkpoint-3" / "adapter_model.safetensors").is_file()
+    resumed = run("image-classification", tmp_path / "stopped", tiny_llm, *lora, "--resume_from_checkpoint", "last")
+    for split in ("validation", "test"):
+        expected, got = numbers(uninterrupted[split]), numbers(resumed[split])
+        for name, value in expected.items():
+            assert got[name] == pytest.approx(value, rel=1e-4, abs=1e-5), (split, name)
+
+    output = tmp_path / "eval.json"
+    # The run tested on its first 24 test examples (--max_eval_samples); evaluate takes the whole split unless told.
+    assert main(["evaluate", "--model", str(tmp_path / "stopped"), "--split", "test", "--max_eval_samples", "24",
+                 "--output", str(output)]) == 0
+    evaluated = json.loads(output.read_text())
+    assert evaluated["num_examples"] == 24
+    assert evaluated["accuracy"] == pytest.approx(resumed["test"]["accuracy"], abs=1e-6)
+    assert evaluated["loss"] == pytest.approx(resumed["test"]["loss"], rel=1e-4)

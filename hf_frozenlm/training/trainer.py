@@ -150,6 +150,14 @@ class FrozenLMTrainer(Trainer):
 
     # -- loss ---------------------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if not model.training and self.label_smoother is not None:
+            # Evaluation reports the model's own loss (plain cross-entropy, as timm validates and as `hf-frozenlm
+            # evaluate` reports it): label smoothing is a training regulariser, not part of the measured loss.
+            smoother, self.label_smoother = self.label_smoother, None
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                self.label_smoother = smoother
         if self.mixer is None or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs = dict(inputs)

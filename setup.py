@@ -16,7 +16,7 @@ setup(
     ],
     package_dir={"hf_frozenlm": "hf_frozenlm", "hf_frozenlm.modeling": "modeling", "hf_frozenlm.spaces": "spaces"},
     package_data={
-        "hf_frozenlm.spaces": ["README.md", "requirements.txt", "examples/*.png"],
+        "hf_frozenlm.spaces": ["README.md", "requirements.txt", "examples/*.png", "examples/*/*"],
         # evaluate metric modules, loaded by local path so evaluation works offline.
         "hf_frozenlm.metrics": ["*/*.py"],
         "hf_frozenlm.hub": ["model_card_template.md"],
@@ -36,12 +36,13 @@ setup(
         "pillow>=10",
     ],
     extras_require={
-        "demo": ["gradio==6.31.0"],
+        # The demo's tabs: plotly draws point clouds in 3D, trimesh reads .ply/.off uploads, PyAV decodes videos.
+        "demo": ["gradio==6.31.0", "plotly>=6", "trimesh>=4", "av>=12"],
         # PyAV decodes video files (data and pipeline("video-classification")); h5py reads ModelNet40/ScanObjectNN.
         "video": ["av>=12"],
         "points": ["h5py>=3"],
-        "all": ["gradio==6.31.0", "av>=12", "h5py>=3"],
-        "test": ["pytest>=8", "pytest-timeout>=2", "selenium>=4.20", "av>=12", "h5py>=3"],
+        "all": ["gradio==6.31.0", "plotly>=6", "trimesh>=4", "av>=12", "h5py>=3"],
+        "test": ["pytest>=8", "pytest-timeout>=2", "selenium>=4.20", "av>=12", "h5py>=3", "plotly>=6", "trimesh>=4"],
     },
     entry_points={"console_scripts": ["hf-frozenlm=hf_frozenlm.cli:main"]},
 )

@@ -1,371 +1,143 @@
-"""Gradio Space: a frozen-LLM image classifier, its top-5 labels and its token activation maps (paper section 4).
+"""Gradio Space: frozen-LLM models of every task, each with its answer and the model's own evidence beside it.
 
-MODEL_ID (Hub id or local folder; default: the first entry of `models:` in this folder's README) names the
-model; BASELINE_ID optionally adds a plain-trunk model beside it. Each image is classified once, and the same
-forward pass yields the magnitude and frequency maps at the trunk's output and after the frozen block.
+MODEL_ID (a Hub id or local folder, or several separated by commas; default: the `models:` of this folder's README)
+names the models. One model gets its task's interface; several get a tab each. BASELINE_ID optionally adds a
+plain-trunk image model beside the first image classifier. Each model's task comes from its config's model_type;
+every model loads through its own saved code (`trust_remote_code`), so the Space needs no hf_frozenlm.
 
-Runs from this folder alone: the maps come from `frozenlm_maps.py`, which `hf-frozenlm push-space` copies
-here from hf_frozenlm (locally, with hf_frozenlm installed, the package's copy is used).
+The tabs live in one module per kind of input (demo_image, demo_video, demo_points, demo_motion, demo_vilt), each of
+the same shape (see demo_common); the token maps come from `frozenlm_maps.py`. `hf-frozenlm push-space` copies them
+all beside this file (locally, with hf_frozenlm installed, the package's copies are used).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 import torch
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
-from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-try:  # on the Space: the copy push-space put beside this file
-    from frozenlm_maps import frozen_block_variant, predict_with_maps
-except ImportError:  # a checkout or an installed package (`hf-frozenlm demo`, tests)
-    from hf_frozenlm.analysis.frozenlm_maps import frozen_block_variant, predict_with_maps
-
-logger = logging.getLogger("frozenlm_space")
+if __package__:  # hf_frozenlm.spaces.app: `hf-frozenlm demo`, tests
+    from . import demo_image, demo_motion, demo_points, demo_video, demo_vilt
+    from .demo_common import EXAMPLES_DIR, InputProblem, logger  # noqa: F401
+else:  # on the Space: the modules beside this file
+    import demo_image
+    import demo_motion
+    import demo_points
+    import demo_video
+    import demo_vilt
+    from demo_common import EXAMPLES_DIR, InputProblem, logger  # noqa: F401
 
 HERE = Path(__file__).resolve().parent
-EXAMPLES_DIR = HERE / "examples"
-# Above this the decoded image alone would take gigabytes; PIL's own bomb check comes later (at 179 Mpx).
-MAX_INPUT_PIXELS = 64_000_000
-# Images are shrunk to this side before anything else: the models read 16-224 px, and resizing a huge
-# array in the processor would cost far more than the model.
-WORKING_SIDE = 512
-OVERLAY_SIDE = 192  # heatmap tiles, in pixels
-INK_THRESHOLD = 245  # a sketch pixel darker than this (0-255, on white) counts as ink
-SKETCH_SIDE = 64  # a framed sketch's side in pixels, as the example digits
-STROKE_WIDENING = 7  # window of the minimum filter that widens sketch strokes at SKETCH_SIDE
-STAGE_TITLES = {"trunk": "trunk output", "block": "after block"}  # short: gallery captions are one line
+TAB_MODULES = (demo_image, demo_video, demo_points, demo_motion, demo_vilt)
+# A saved model's config.json model_type -> its task (each head has its own model_type).
+TASK_OF_MODEL_TYPE = {
+    "vit_llama": "image-classification",
+    "videomae_llama": "video-classification",
+    "pointbert_llama": "point-cloud-classification",
+    "vectornet_llama": "motion-forecasting",
+    "vilt_llama": "visual-question-answering",
+    "vilt_llama_retrieval": "image-text-retrieval",
+    "pointbert_llama_qa": "3d-question-answering",
+}
+# The API name of each task's main event (the first model of a task; later ones get _2, _3, ...).
+API_NAMES = {
+    "image-classification": "predict",
+    "video-classification": "predict_video",
+    "point-cloud-classification": "predict_points",
+    "motion-forecasting": "predict_motion",
+    "visual-question-answering": "predict_vqa",
+    "image-text-retrieval": "predict_retrieval",
+    "3d-question-answering": "predict_qa3d",
+}
 
 
-class InputProblem(ValueError):
-    """An input the demo cannot classify; its message is shown to the user as is."""
+def task_of_model(model_id: str) -> str:
+    """The task of a saved model from its config's model_type; image classification for other image classifiers."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_id, trust_remote_code=True)
+    return TASK_OF_MODEL_TYPE.get(getattr(config, "model_type", ""), "image-classification")
 
 
-def check_pixel_count(width: int, height: int, what: str = "That image") -> None:
-    """The one size limit of every input path (uploads, sketches, examples), checked on the header, before decoding."""
-    if width * height > MAX_INPUT_PIXELS:
-        raise InputProblem(
-            f"{what} is {width}x{height} ({width * height / 1e6:.0f} megapixels); the demo takes up to "
-            f"{MAX_INPUT_PIXELS / 1e6:.0f}. Please downscale it first."
-        )
+def tab_for(model_id: str, baseline_id: str | None = None):
+    """(task, the loaded tab) for one model."""
+    task = task_of_model(model_id)
+    module = next(module for module in TAB_MODULES if task in module.TASKS)
+    if module is demo_image:
+        return task, module.Tab(model_id, baseline_id)
+    return task, module.Tab(model_id, task)
 
 
-def image_header_size(source) -> tuple[int, int]:
-    """(width, height) from an image file's header (a path or bytes), without decoding the pixels."""
-    import io
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
-            return image.size
-
-
-# -- inputs -> one RGB image ---------------------------------------------------------------------------------
-def to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. Transparency is laid on white paper (sketches and digits are dark ink on white)."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # High-bit-depth greyscale: stretch its own range to 0-255 (a plain convert("L") clips it).
-        array = np.asarray(image, dtype=np.float32)
-        low, high = float(array.min()), float(array.max())
-        scale = 255.0 / (high - low) if high > low else 0.0
-        image = Image.fromarray(((array - low) * scale).astype(np.uint8), mode="L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
-        rgba = image.convert("RGBA")
-        paper = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(paper, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-def open_upload(path: str | None) -> Image.Image:
-    """An uploaded file -> an RGB image at most WORKING_SIDE px on its longer side; InputProblem if unusable."""
-    if path is None:
-        raise InputProblem("No image yet: upload one, pick an example, or draw in the Draw tab.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit below is tighter
-            with Image.open(path) as image:
-                check_pixel_count(*image.size)
-                # JPEG can decode at 1/2, 1/4 or 1/8 scale directly: a huge photo never exists at full size.
-                image.draft("RGB", (WORKING_SIDE, WORKING_SIDE))
-                upright = ImageOps.exif_transpose(image)
-                upright.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)
-                return to_rgb_on_white(upright)  # a new image: the file can close
-    except InputProblem:
-        raise
-    except Image.DecompressionBombError:
-        raise InputProblem("That image is too large to decode safely. Please downscale it first.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise InputProblem(
-            f"{Path(path).name!r} is not an image this demo can read. Please upload a PNG, JPEG, WebP, GIF or BMP."
-        ) from None
-
-
-def sketch_to_image(value) -> Image.Image:
-    """A Sketchpad value -> a 64 px RGB image of the drawing, framed and inked like the digit scans.
-
-    The default model learned from scans whose digit fills most of the box, with strokes about a sixth of
-    the box wide. A digit drawn small in a corner, or with a pen stroke that is thin next to the drawing,
-    would reach it as a few light-grey pixels (a drawn 1 and 7 were read as 2). So the drawing is cropped,
-    centred in a square with a margin, and its strokes widened; that made every test sketch read correctly.
-    """
-    if isinstance(value, dict) and value.get("refused"):
-        raise InputProblem(value["refused"])
-    composite = value.get("composite") if isinstance(value, dict) else value
-    if composite is None:
-        raise InputProblem("The sketch is empty: draw a digit first.")
-    if isinstance(composite, (str, Path)):  # type="filepath" callers
-        check_pixel_count(*image_header_size(composite), what="That drawing")
-        with Image.open(composite) as opened:
-            composite = np.asarray(opened)
-    check_pixel_count(np.asarray(composite).shape[1], np.asarray(composite).shape[0], what="That drawing")
-    image = to_rgb_on_white(Image.fromarray(np.asarray(composite).astype(np.uint8)))
-    grey = np.asarray(image.convert("L"))
-    rows, cols = np.nonzero(grey < INK_THRESHOLD)
-    if rows.size == 0:
-        raise InputProblem("The sketch is empty: draw a digit first.")
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    side = int(max(bottom - top, right - left) * 1.25) + 2  # the scans keep about a tenth of margin per side
-    square = Image.new("RGB", (side, side), (255, 255, 255))
-    square.paste(image.crop((left, top, right, bottom)), ((side - (right - left)) // 2, (side - (bottom - top)) // 2))
-    square = square.resize((SKETCH_SIDE, SKETCH_SIDE), Image.Resampling.BOX)
-    return square.filter(ImageFilter.MinFilter(STROKE_WIDENING))  # the darkest pixel nearby: wider ink
-
-
-# -- heatmap tiles -------------------------------------------------------------------------------------------
-# A jet-like colour ramp (blue = low, red = high), as in the paper's figures; interpolated, no matplotlib needed.
-_RAMP = np.array([[0, 0, 128], [0, 64, 255], [0, 224, 255], [255, 232, 0], [255, 64, 0], [128, 0, 0]], np.float32)
-
-
-def colourise(values: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours."""
-    position = np.clip(values, 0, 1) * (len(_RAMP) - 1)
-    low = np.floor(position).astype(int).clip(0, len(_RAMP) - 2)
-    weight = (position - low)[..., None]
-    return ((1 - weight) * _RAMP[low] + weight * _RAMP[low + 1]).astype(np.uint8)
-
-
-def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = 0.55) -> Image.Image:
-    """The map over the image as the model sees it (square): one flat cell per token, on a grey copy."""
-    base = image.convert("L").convert("RGB").resize((OVERLAY_SIDE, OVERLAY_SIDE), Image.Resampling.BILINEAR)
-    cells = Image.fromarray(colourise(heatmap)).resize((OVERLAY_SIDE, OVERLAY_SIDE), Image.Resampling.NEAREST)
-    return Image.blend(base, cells, alpha)
-
-
-# -- models --------------------------------------------------------------------------------------------------
-def describe_llm_layers(config) -> str:
-    """One line on the LLM layers a model carries, from its config's provenance record."""
-    variant = getattr(config, "variant", None)
-    if variant is None:
-        return "No frozen block: a plain image classifier."
-    if variant == "none":
-        return "Plain trunk (baseline): no LLM layers."
-    if variant == "mlp":
-        return "MLP control: the frozen block's two linear maps with an MLP between, no LLM layers."
-    source = dict(getattr(config, "llm_source", None) or {})
-    layers = source.get("layers") or getattr(config, "llm_layers", None) or []
-    total = source.get("num_hidden_layers")
-    where = source.get("source") or "an unnamed LLM"
-    if source.get("kind") == "random":
-        return f"LLM layer(s) {layers} of {where}, randomly initialised (an ablation, not pretrained weights)."
-    detail = ", ".join(str(part) for part in (source.get("kind"), source.get("file")) if part)
-    sha = f", sha256 {source['sha256'][:12]}..." if source.get("sha256") else ""
-    of_total = f" of {total}" if total else ""
-    return f"Carries LLM layer {', '.join(map(str, layers))}{of_total} from {where} ({detail}{sha}), frozen."
-
-
-@dataclass
-class LoadedModel:
-    """A model, its image processor and how to describe it."""
-
-    model_id: str
-    model: torch.nn.Module
-    processor: object
-    description: str
-
-    @classmethod
-    def load(cls, model_id: str) -> "LoadedModel":
-        model = AutoModelForImageClassification.from_pretrained(model_id, trust_remote_code=True).eval()
-        processor = AutoImageProcessor.from_pretrained(model_id)
-        return cls(model_id, model, processor, describe_llm_layers(model.config))
-
-    def classify(self, image: Image.Image) -> tuple[dict[str, float], list[tuple[Image.Image, str]]]:
-        """Top-5 {label: probability} and the heatmap tiles (image, caption) for one RGB image."""
-        pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"]
-        logits, maps = predict_with_maps(self.model, pixel_values)
-        probabilities = logits[0].float().softmax(-1)
-        top = probabilities.topk(min(5, probabilities.numel()))
-        id2label = self.model.config.id2label
-        labels = {str(id2label.get(int(i), int(i))): float(p) for p, i in zip(top.values, top.indices)}
-        tiles = [
-            (overlay(image, stages[stage][0].numpy()), f"{kind} · {STAGE_TITLES[stage]}")
-            for stage in ("trunk", "block")
-            for kind, stages in maps.items()
-            if stage in stages
-        ]
-        return labels, tiles
-
-
-def model_id_from_readme(readme: Path = HERE / "README.md") -> str | None:
-    """The first `models:` entry of the Space's front matter (push-space writes the published model there)."""
+def model_ids_from_readme(readme: Path = HERE / "README.md") -> list[str]:
+    """The `models:` entries of the Space's front matter (push-space writes the published models there)."""
     if not readme.is_file():
-        return None
+        return []
     import yaml  # a gradio dependency
 
     text = readme.read_text(encoding="utf-8")
     if not text.startswith("---"):
-        return None
-    models = (yaml.safe_load(text.split("---", 2)[1]) or {}).get("models") or []
+        return []
+    return list((yaml.safe_load(text.split("---", 2)[1]) or {}).get("models") or [])
+
+
+def model_id_from_readme(readme: Path = HERE / "README.md") -> str | None:
+    """The first `models:` entry of the Space's front matter."""
+    models = model_ids_from_readme(readme)
     return models[0] if models else None
 
 
-# -- the app -------------------------------------------------------------------------------------------------
-def status_line(labels: dict[str, float], started: float, now: float) -> str:
-    """The top label and how long the whole request took: reading and preparing the input, and the model calls."""
-    best = next(iter(labels))
-    return f"Predicted **{best}** ({labels[best]:.0%}) in {(now - started) * 1000:.0f} ms on CPU, input and maps included."
+def split_model_ids(value) -> list[str]:
+    """A comma-separated MODEL_ID (or a list of ids) -> the ids, in order, without blanks."""
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    return [part.strip() for part in parts if part and part.strip()]
 
 
-def build_demo(model_id: str, baseline_id: str | None = None) -> gr.Blocks:
-    """The Blocks app for one model (and optionally a baseline beside it), queued one request at a time."""
-    main = LoadedModel.load(model_id)
-    baseline = LoadedModel.load(baseline_id) if baseline_id else None
-    if frozen_block_variant(main.model) is None:
-        logger.warning("%s has no frozen block: only trunk maps will show.", model_id)
-
-    def run(image: Image.Image, started: float):
-        labels, tiles = main.classify(image)
-        base_labels, base_tiles = baseline.classify(image) if baseline else (None, None)
-        return labels, tiles, status_line(labels, started, time.perf_counter()), base_labels, base_tiles
-
-    def guarded(prepare):
-        """Input problems become a message in the UI; anything unexpected is logged, never shown as a trace."""
-
-        def handler(value):
-            started = time.perf_counter()
-            try:
-                return run(prepare(value), started)
-            except InputProblem as problem:
-                raise gr.Error(str(problem)) from None
-            except Exception:
-                logger.exception("classification failed")
-                raise gr.Error("Something went wrong while classifying this image; please try another one.") from None
-
-        return handler
+def build_demo(model_ids, baseline_id: str | None = None) -> gr.Blocks:
+    """The Blocks app for one model (its task's interface) or several (a tab each), queued one request at a time.
+    `baseline_id` adds a plain-trunk model beside the first image classifier."""
+    model_ids = split_model_ids(model_ids)
+    if not model_ids:
+        raise ValueError("No model to serve: pass one or more model ids.")
+    tabs, used = [], {}
+    for model_id in model_ids:
+        task, tab = tab_for(model_id, baseline_id if baseline_id and "image-classification" not in used else None)
+        used[task] = used.get(task, 0) + 1
+        api_name = API_NAMES[task] + (f"_{used[task]}" if used[task] > 1 else "")
+        tabs.append((task, tab, api_name))
 
     with gr.Blocks(title="Frozen LLM layers as visual encoder layers") as demo:
         gr.Markdown(
-            "# Frozen LLM transformer layers as visual encoder layers\n"
-            "A ViT whose tokens pass through a **frozen** decoder layer of a pretrained language model before "
-            "the classifier ([paper](https://arxiv.org/abs/2310.12973)). The maps show, per token, how far it "
-            "stands out from the image's mean token (*magnitude*) and from the mean FFT phase (*frequency*), "
-            "at the trunk's output and after the frozen block: the paper's evidence that the block picks out "
-            "informative tokens.\n\n"
-            f"**Model:** `{main.model_id}`. {main.description}"
-            + (f"\n\n**Baseline:** `{baseline.model_id}`. {baseline.description}" if baseline else "")
+            "# Frozen LLM transformer layers as encoder layers\n"
+            "Each model passes its trunk's tokens through a **frozen** decoder layer of a pretrained language model "
+            "before its head ([paper](https://arxiv.org/abs/2310.12973)). Beside each answer, the token maps show, "
+            "per token, how far it stands out from the input's mean token (*magnitude*) at the trunk's output and "
+            "after the frozen block: the paper's evidence that the block picks out informative tokens."
         )
-        with gr.Row():
-            with gr.Column(scale=1):
-                with gr.Tab("Upload"):
-                    upload = pass_unreadable_uploads_on(gr.Image(
-                        type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", height=280))
-                    upload_button = gr.Button("Classify", variant="primary", elem_id="classify")
-                    examples = sorted(str(path) for path in EXAMPLES_DIR.glob("*.png"))
-                    if examples:
-                        gr.Examples(examples, inputs=upload, label="Examples (handwritten digits)", elem_id="examples")
-                with gr.Tab("Draw"):
-                    sketch = refuse_oversized_sketches(gr.Sketchpad(
-                        type="numpy", image_mode="RGBA", label="Draw a digit (dark ink on white)", height=280,
-                        brush=gr.Brush(default_size=18, colors=["#000000"], color_mode="fixed"),
-                    ))
-                    sketch_button = gr.Button("Classify drawing", variant="primary")
-            with gr.Column(scale=2):
-                status = gr.Markdown("Upload an image, pick an example or draw a digit.", label="status",
-                                     elem_id="status")
-                with gr.Row():
-                    with gr.Column():
-                        labels = gr.Label(num_top_classes=5, label="Top 5 (frozen-LLM model)")
-                        # Four tiles in a row alone; two by two when the baseline shares the width.
-                        tiles = gr.Gallery(label="Token activation maps", columns=2 if baseline else 4, height="auto",
-                                           object_fit="contain", allow_preview=False)
-                    with gr.Column(visible=baseline is not None):
-                        base_labels = gr.Label(num_top_classes=5, label="Top 5 (baseline)")
-                        base_tiles = gr.Gallery(label="Baseline maps", columns=2, height="auto",
-                                                object_fit="contain", allow_preview=False)
-        outputs = [labels, tiles, status, base_labels, base_tiles]
-        # One shared concurrency slot: on a small CPU, two forward passes at once only slow each other down.
-        upload_button.click(guarded(open_upload), upload, outputs, api_name="predict", concurrency_limit=1,
-                            concurrency_id="model")
-        sketch_button.click(guarded(sketch_to_image), sketch, outputs, api_name="predict_sketch", concurrency_limit=1,
-                            concurrency_id="model")
+        if len(tabs) == 1:
+            tabs[0][1].build(tabs[0][2])
+        else:
+            for task, tab, api_name in tabs:
+                with gr.Tab(tab.title, elem_id=f"tab-{api_name}"):
+                    tab.build(api_name)
     demo.queue(max_size=32)  # beyond 32 waiting, new requests are turned away with a message
+    demo.served_tasks = [(task, api_name) for task, _, api_name in tabs]
     return demo
-
-
-def pass_unreadable_uploads_on(image: gr.Image) -> gr.Image:
-    """Make `image` hand unreadable uploads (not an image, a decompression bomb) to the handler as a path.
-
-    gr.Image opens every upload with PIL before the event runs, so a text file would fail inside gradio with a
-    generic error; passed on, `open_upload` says what is wrong. The instance's method is wrapped rather than
-    gr.Image subclassed, because gradio writes a .pyi stub beside the source of every component subclass.
-    """
-    preprocess = image.preprocess
-
-    def preprocess_or_pass_path(payload):
-        try:
-            with warnings.catch_warnings():
-                # gradio only opens the file (lazily); open_upload applies the real size limit.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return preprocess(payload)
-        except Exception:
-            return payload.path if payload is not None else None
-
-    image.preprocess = preprocess_or_pass_path
-    return image
-
-
-def refuse_oversized_sketches(sketchpad):
-    """Make `sketchpad` check every image of a submission (background, layers, composite) against the pixel limit
-    on its header, before gradio decodes them: a small PNG can hold a 13000 x 13000 canvas, gigabytes once decoded.
-    An oversized one reaches the handler as {"refused": message}. (The instance's method is wrapped, as for uploads.)"""
-    preprocess = sketchpad.preprocess
-
-    def preprocess_within_limit(payload):
-        if payload is not None:
-            # Files uploaded with the request, or the bytes the browser streamed ahead (payload.id names them).
-            stored = sketchpad.blob_storage.get(payload.id) if payload.id is not None else payload
-            parts = [stored.background, stored.composite, *(stored.layers or [])] if stored is not None else []
-            for part in (p for p in parts if p is not None):
-                source = part if isinstance(part, bytes) else getattr(part, "path", None)
-                if source is None:
-                    continue
-                try:
-                    check_pixel_count(*image_header_size(source), what="That drawing")
-                except InputProblem as problem:
-                    return {"refused": str(problem)}
-                except (OSError, SyntaxError, ValueError):
-                    return {"refused": "The drawing could not be read as an image; please draw again."}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own, tighter limit applies
-            return preprocess(payload)
-
-    sketchpad.preprocess = preprocess_within_limit
-    return sketchpad
 
 
 LAUNCH_OPTIONS = dict(
     allowed_paths=[str(EXAMPLES_DIR)],  # examples stay reachable when launched from another directory
-    max_file_size="25mb",
+    max_file_size="25mb",  # the first bound on every upload's memory; each tab adds its own limit per input kind
     theme=gr.themes.Soft(),
 )
+
+
+def limits() -> dict[str, str]:
+    """Every tab's limit per input kind, for the docs and the tests."""
+    return {kind: text for module in TAB_MODULES for kind, text in module.LIMITS.items()}
 
 
 def configure_torch() -> None:
@@ -377,7 +149,8 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests, one line each
     configure_torch()
-    model_id = os.environ.get("MODEL_ID") or model_id_from_readme()
-    if not model_id:
-        raise SystemExit("Set MODEL_ID to a Hub model id or a local model folder.")
-    build_demo(model_id, os.environ.get("BASELINE_ID") or None).launch(**LAUNCH_OPTIONS)
+    served = split_model_ids(os.environ.get("MODEL_ID") or "") or model_ids_from_readme()
+    if not served:
+        raise SystemExit("Set MODEL_ID to a Hub model id or a local model folder (several: comma-separated).")
+    logger.info("serving %s", json.dumps(served))
+    build_demo(served, os.environ.get("BASELINE_ID") or None).launch(**LAUNCH_OPTIONS)

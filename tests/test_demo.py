@@ -29,7 +29,7 @@ gr = pytest.importorskip("gradio")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from hf_frozenlm.spaces import app  # noqa: E402
+from hf_frozenlm.spaces import app, demo_image  # noqa: E402
 
 
 def _save(model, folder: Path) -> str:
@@ -101,7 +101,7 @@ def _check_prediction(result, with_baseline=True):
     ]
     for tile in tiles:
         with Image.open(tile["image"]) as image:
-            assert image.size == (app.OVERLAY_SIDE, app.OVERLAY_SIDE)
+            assert image.size == (demo_image.OVERLAY_SIDE, demo_image.OVERLAY_SIDE)
     if with_baseline:  # the plain trunk has no block: its trunk maps only
         assert len(base_labels["confidences"]) == 5
         assert [tile["caption"] for tile in base_tiles] == ["magnitude · trunk output", "frequency · trunk output"]
@@ -112,8 +112,8 @@ def test_example_image_gives_labels_and_maps(served, model_dirs):
     _, client, _ = served
     labels = _check_prediction(client.predict(handle_file(str(EXAMPLE)), api_name="/predict"))
     # The served label is the model's own prediction for the example, through its own processor.
-    reference = app.LoadedModel.load(model_dirs[0])
-    expected, _ = reference.classify(app.open_upload(str(EXAMPLE)))
+    reference = demo_image.LoadedModel.load(model_dirs[0])
+    expected, _ = reference.classify(demo_image.open_upload(str(EXAMPLE)))
     assert labels["label"] == next(iter(expected))
 
 
@@ -139,12 +139,12 @@ def test_grey_rgba_and_huge_images_give_the_rgb_result(served, tmp_path):
 def test_a_small_thin_sketch_is_framed_and_inked_like_a_scan():
     canvas = np.zeros((600, 600, 4), np.uint8)
     canvas[40:160, 500:504] = (0, 0, 0, 255)  # a short, thin "1" in a corner of a large canvas
-    image = app.sketch_to_image({"composite": canvas})
-    assert image.size == (app.SKETCH_SIDE, app.SKETCH_SIDE) and image.mode == "RGB"
+    image = demo_image.sketch_to_image({"composite": canvas})
+    assert image.size == (demo_image.SKETCH_SIDE, demo_image.SKETCH_SIDE) and image.mode == "RGB"
     ink = np.asarray(image.convert("L")) < 128
     rows, cols = np.nonzero(ink)
-    assert rows.max() - rows.min() + 1 >= 0.75 * app.SKETCH_SIDE  # fills the box's height, like the scans
-    assert abs((cols.min() + cols.max()) / 2 - app.SKETCH_SIDE / 2) <= 2  # centred
+    assert rows.max() - rows.min() + 1 >= 0.75 * demo_image.SKETCH_SIDE  # fills the box's height, like the scans
+    assert abs((cols.min() + cols.max()) / 2 - demo_image.SKETCH_SIDE / 2) <= 2  # centred
     assert cols.max() - cols.min() + 1 >= 6  # a 4 px line on 600 px became a stroke the 8 px model can see
 
 
@@ -241,12 +241,13 @@ def test_assembled_space_runs_without_hf_frozenlm(tmp_path, model_dirs):
     folder = tmp_path / "space"
     files = assemble_space(folder, model_id=model_dirs[0])
     assert sorted(p.name for p in files if p.parent == folder) == [
-        "README.md", "app.py", "frozenlm_maps.py", "requirements.txt"]
+        "README.md", "app.py", "demo_common.py", "demo_image.py", "demo_motion.py", "demo_points.py", "demo_video.py",
+        "demo_vilt.py", "frozenlm_maps.py", "frozenlm_motion_plot.py", "requirements.txt"]
     assert not (folder / "__init__.py").exists()
     script = (
         "import sys; sys.modules['hf_frozenlm'] = None\n"  # any import of the package fails
         "import app\n"
-        "assert app.predict_with_maps.__module__ == 'frozenlm_maps'\n"
+        "import demo_common; assert demo_common.run_with_maps.__module__ == 'frozenlm_maps'\n"
         "model_id = app.model_id_from_readme()\n"
         "demo = app.build_demo(model_id)\n"
         "handler = next(f.fn for f in demo.fns.values() if f.api_name == 'predict')\n"
@@ -322,7 +323,7 @@ def test_a_huge_sketch_is_refused_before_it_is_decoded(served, tmp_path):
 
 def test_the_status_line_times_the_whole_request():
     """The status reports the request (reading and preparing the input included), not only the model call."""
-    status = app.status_line({"7": 0.5}, started=100.0, now=100.25)
+    status = demo_image.status_line({"7": 0.5}, started=100.0, now=100.25)
     assert status == "Predicted **7** (50%) in 250 ms on CPU, input and maps included."
 
 
@@ -342,7 +343,7 @@ def test_browser_submits_an_example_and_shows_the_label(served, model_dirs):
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, _, _ = served
-    expected, _ = app.LoadedModel.load(model_dirs[0]).classify(app.open_upload(str(EXAMPLE)))
+    expected, _ = demo_image.LoadedModel.load(model_dirs[0]).classify(demo_image.open_upload(str(EXAMPLE)))
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="chromium-profile-")

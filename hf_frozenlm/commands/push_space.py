@@ -2,9 +2,11 @@
 
     hf-frozenlm push-space your-name/vit-llama-demo --model your-name/vit-llama-digits
     hf-frozenlm push-space your-name/vit-llama-demo --model your-name/vit-llama-digits --dry-run space/
+    hf-frozenlm push-space your-name/frozenlm-demo --model your-name/digits --model your-name/shapes3d  # a tab each
 
-The Space gets the variable MODEL_ID=<model> and lists the model first under `models:` in its card (the app
-reads either). The package module the app imports (frozenlm_maps.py) is copied beside app.py.
+The Space gets the variable MODEL_ID=<model>[,<model>...] and lists the models under `models:` in its card (the
+app reads either). The package modules the app imports (frozenlm_maps.py, frozenlm_motion_plot.py) are copied
+beside app.py and its tab modules.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ def build_parser() -> CommandParser:
         prog="hf-frozenlm push-space", description="Upload the Gradio app in spaces/ as a Hub Space pointing at a model."
     )
     parser.add_argument("repo_id", metavar="REPO_ID", help="Hub Space repo, e.g. your-name/vit-llama-demo")
-    parser.add_argument("--model", required=True, metavar="MODEL_REPO_ID", help="the Hub model the Space shows")
+    parser.add_argument("--model", required=True, action="append", metavar="MODEL_REPO_ID",
+                        help="a Hub model the Space shows (of any task); repeat it for a tab per model")
     parser.add_argument("--private", action="store_true", help="create the Space private")
     parser.add_argument("--commit-message", help="commit message")
     parser.add_argument("--dry-run", metavar="OUT_DIR", help="write exactly the folder that would be uploaded to "

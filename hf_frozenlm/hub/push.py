@@ -255,26 +255,33 @@ def upload(api, repo_id, folder, repo_type, private, revision, commit_message, v
 
 
 # -- the Space -------------------------------------------------------------------------------------------------
-def assemble_space_folder(out_dir: Path, model_id: str) -> list[str]:
+def assemble_space_folder(out_dir: Path, model_ids: list[str]) -> list[str]:
     """The Space upload (hf_frozenlm.hub.space decides its files and vendors the modules the app imports), pointing at
-    `model_id` through the card's `models:` list, which app.py reads when the Space has no MODEL_ID variable."""
+    `model_ids` through the card's `models:` list, which app.py reads when the Space has no MODEL_ID variable."""
     from .space import assemble_space
 
     try:
-        assemble_space(out_dir, model_id=model_id)
+        assemble_space(out_dir, model_ids=model_ids)
     except (OSError, ValueError) as error:
         raise PublishError(f"Could not assemble the Space from the app folder: {error}") from error
     return list_files(out_dir)
 
 
-def push_space(repo_id: str, model_id: str, private: bool = False, dry_run_dir=None, api: HfApi | None = None,
-               commit_message: str | None = None) -> PublishResult:
-    """Upload the Gradio app in `spaces/` as the Space `repo_id`, showing the model `model_id`.
+def push_space(repo_id: str, model_id: str | list[str], private: bool = False, dry_run_dir=None,
+               api: HfApi | None = None, commit_message: str | None = None) -> PublishResult:
+    """Upload the Gradio app in `spaces/` as the Space `repo_id`, showing the model `model_id` (or a list of models of
+    any tasks: a tab each).
 
-    The model is named twice, as the app reads either: the Space variable MODEL_ID and the card's `models:` list.
+    The models are named twice, as the app reads either: the Space variable MODEL_ID (comma-separated) and the card's
+    `models:` list.
     """
     check_repo_id(repo_id, what="Space")
-    check_repo_id(model_id, what="model")
+    model_ids = [model_id] if isinstance(model_id, str) else list(model_id)
+    if not model_ids:
+        raise PublishError("push-space needs at least one model (--model REPO_ID).")
+    for one in model_ids:
+        check_repo_id(one, what="model")
+    model_id = ", ".join(model_ids)
     from .space import space_dir
 
     if not (space_dir() / "app.py").is_file():
@@ -282,15 +289,15 @@ def push_space(repo_id: str, model_id: str, private: bool = False, dry_run_dir=N
     if dry_run_dir is None and api is None:
         check_online()
     commit_message = commit_message or f"Upload the hf_frozenlm demo for {model_id}"
-    variables = {"MODEL_ID": model_id}
+    variables = {"MODEL_ID": ",".join(model_ids)}
     if dry_run_dir is not None:
         out_dir = prepare_output_dir(dry_run_dir)
-        files = assemble_space_folder(out_dir, model_id)
+        files = assemble_space_folder(out_dir, model_ids)
         return PublishResult(repo_id, "space", None, commit_message, files, folder=out_dir, space_variables=variables)
 
     api = api or HfApi()
     with tempfile.TemporaryDirectory(prefix="hf_frozenlm_space_") as staging:
-        files = assemble_space_folder(Path(staging), model_id)
+        files = assemble_space_folder(Path(staging), model_ids)
         commit = upload(api, repo_id, staging, "space", private, None, commit_message, variables)
     return PublishResult(repo_id, "space", None, commit_message, files, commit_url=getattr(commit, "commit_url", None),
                          space_variables=variables)

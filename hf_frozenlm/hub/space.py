@@ -1,8 +1,8 @@
-"""The Gradio Space in spaces/: where its files are, its example images, and the folder a Space upload holds.
+"""The Gradio Space in spaces/: where its files are, its examples, and the folder a Space upload holds.
 
 spaces/ ships inside the package as `hf_frozenlm.spaces`, so `hf-frozenlm demo` runs the very app the Space
-runs. On the Space, hf_frozenlm is not installed: `assemble_space` adds the one package module the app needs
-(`frozenlm_maps.py`, which imports only torch) beside app.py.
+runs. On the Space, hf_frozenlm is not installed: `assemble_space` adds the package modules the app needs
+(`frozenlm_maps.py`, torch only; `frozenlm_motion_plot.py`, matplotlib only) beside app.py and its tab modules.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from PIL import Image
 # The modules the app imports from the package, copied beside app.py (each imports only pip packages).
 ANALYSIS_DIR = Path(__file__).resolve().parent.parent / "analysis"
 # The files of spaces/ that make up the Space (the __init__.py that makes it a subpackage stays behind).
-SPACE_FILES = ("README.md", "app.py", "requirements.txt")
-VENDORED_MODULES = ("frozenlm_maps.py",)
+SPACE_FILES = ("README.md", "app.py", "requirements.txt", "demo_common.py", "demo_image.py", "demo_video.py",
+               "demo_points.py", "demo_motion.py", "demo_vilt.py")
+VENDORED_MODULES = ("frozenlm_maps.py", "frozenlm_motion_plot.py")
+EXAMPLE_SUFFIXES = (".png", ".mp4", ".npy", ".npz", ".json")
 EXAMPLE_DIGITS = (0, 2, 3, 5, 7, 9)
 
 
@@ -29,12 +31,13 @@ def space_dir() -> Path:
     return Path(spaces.__file__).resolve().parent
 
 
-def assemble_space(out_dir, model_id: str | None = None) -> list[Path]:
+def assemble_space(out_dir, model_id: str | None = None, model_ids: list[str] | None = None) -> list[Path]:
     """Write the folder a Space upload holds into `out_dir`; returns the files written.
 
-    With `model_id`, the README's `models:` names it: app.py reads the model from there when the Space has
-    no MODEL_ID variable, so the upload alone decides which model the Space shows.
+    With `model_id` (or several `model_ids`), the README's `models:` lists them: app.py reads the models from there
+    when the Space has no MODEL_ID variable, so the upload alone decides which models (tabs) the Space shows.
     """
+    model_ids = list(model_ids or []) + ([model_id] if model_id is not None else [])
     source, out_dir = space_dir(), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -44,15 +47,18 @@ def assemble_space(out_dir, model_id: str | None = None) -> list[Path]:
     for name in VENDORED_MODULES:
         shutil.copyfile(ANALYSIS_DIR / name, out_dir / name)
         written.append(out_dir / name)
-    (out_dir / "examples").mkdir(exist_ok=True)
-    for example in sorted((source / "examples").glob("*.png")):
-        shutil.copyfile(example, out_dir / "examples" / example.name)
-        written.append(out_dir / "examples" / example.name)
-    if model_id is not None:
+    for example in sorted((source / "examples").rglob("*")):
+        if example.is_file() and example.suffix in EXAMPLE_SUFFIXES:  # the image digits and each task's folder
+            target = out_dir / example.relative_to(source)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(example, target)
+            written.append(target)
+    if model_ids:
         readme = out_dir / "README.md"
-        text, count = re.subn(r"(?m)^models:\n(?:  - .*\n)+", f"models:\n  - {model_id}\n", readme.read_text("utf-8"))
+        listed = "".join(f"  - {one}\n" for one in model_ids)
+        text, count = re.subn(r"(?m)^models:\n(?:  - .*\n)+", lambda _: f"models:\n{listed}", readme.read_text("utf-8"))
         if count != 1:
-            raise ValueError(f"{source / 'README.md'} has no `models:` list in its front matter to name {model_id}.")
+            raise ValueError(f"{source / 'README.md'} has no `models:` list in its front matter to name {model_ids}.")
         readme.write_text(text, encoding="utf-8")
     return written
 
@@ -78,3 +84,43 @@ def write_digit_examples(out_dir, digits=EXAMPLE_DIGITS, scale: int = 8) -> list
         image.save(path, optimize=True)
         written.append(path)
     return written
+
+
+# Tasks whose tab shows examples from its builtin, in the order of the tabs (image classification has the digits).
+EXAMPLE_TASKS = ("video-classification", "point-cloud-classification", "motion-forecasting",
+                 "visual-question-answering", "image-text-retrieval", "3d-question-answering")
+EXAMPLE_COUNT = 2
+
+
+def write_task_examples(out_dir, tasks=EXAMPLE_TASKS, count: int = EXAMPLE_COUNT) -> list[Path]:
+    """Write each task's first `count` builtin test examples into `out_dir/<task>/` through the task contract's
+    example writer (the files `hf-frozenlm predict` reads), and the predict options they need (questions,
+    candidate texts) as `options.json` beside them. Returns the files written."""
+    import json
+
+    from ..tasks import get_task
+    from ..training.arguments import DataArguments
+
+    written = []
+    for name in tasks:
+        task = get_task(name)
+        folder = Path(out_dir) / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        paths, options = task.write_examples(task.load_data(DataArguments()), str(folder), count=count)
+        (folder / "options.json").write_text(json.dumps(example_options_dict(options), indent=1) + "\n", "utf-8")
+        written += [Path(path) for path in paths] + [folder / "options.json"]
+    return written
+
+
+def example_options_dict(options: list[str]) -> dict[str, list[str]]:
+    """["--question", "a", "b", "--texts", "x"] -> {"question": ["a", "b"], "texts": ["x"]}."""
+    result: dict[str, list[str]] = {}
+    key = None
+    for item in options:
+        if item.startswith("--"):
+            key = item[2:]
+            result[key] = []
+        elif key is not None:
+            result[key].append(item)
+    return result

@@ -112,7 +112,7 @@ class Tab:
             with gr.Column(scale=1):
                 video = gr.Video(sources=["upload"], label="Video clip", height=240)
                 button = gr.Button("Classify clip", variant="primary", elem_id=f"{api_name}-run")
-                examples = example_files(self.task, "*.mp4")
+                examples = example_files(self.task, "*.webm")
                 if examples:
                     gr.Examples(examples, inputs=video, label="Examples (moving shapes)",
                                 elem_id=f"{api_name}-examples")

@@ -20,7 +20,7 @@ ANALYSIS_DIR = Path(__file__).resolve().parent.parent / "analysis"
 SPACE_FILES = ("README.md", "app.py", "requirements.txt", "demo_common.py", "demo_image.py", "demo_video.py",
                "demo_points.py", "demo_motion.py", "demo_vilt.py")
 VENDORED_MODULES = ("frozenlm_maps.py", "frozenlm_motion_plot.py")
-EXAMPLE_SUFFIXES = (".png", ".mp4", ".npy", ".npz", ".json")
+EXAMPLE_SUFFIXES = (".png", ".webm", ".npy", ".npz", ".json")
 EXAMPLE_DIGITS = (0, 2, 3, 5, 7, 9)
 
 
@@ -108,9 +108,30 @@ def write_task_examples(out_dir, tasks=EXAMPLE_TASKS, count: int = EXAMPLE_COUNT
         if folder.exists():
             shutil.rmtree(folder)
         paths, options = task.write_examples(task.load_data(DataArguments()), str(folder), count=count)
+        paths = [as_webm(path) if path.endswith(".mp4") else path for path in paths]
         (folder / "options.json").write_text(json.dumps(example_options_dict(options), indent=1) + "\n", "utf-8")
         written += [Path(path) for path in paths] + [folder / "options.json"]
     return written
+
+
+def as_webm(path: str) -> str:
+    """Re-encode an example clip as lossless VP9 in WebM (beside it, replacing it): browsers do not play the MPEG-4
+    Part 2 video the task's writer produces, so the Space's video box would stay blank with an error."""
+    import av
+
+    target = str(Path(path).with_suffix(".webm"))
+    with av.open(path) as source, av.open(target, mode="w") as output:
+        decoded = source.streams.video[0]
+        stream = output.add_stream("libvpx-vp9", rate=decoded.average_rate or 8)
+        stream.width, stream.height, stream.pix_fmt = decoded.width, decoded.height, "yuv420p"
+        stream.options = {"lossless": "1"}
+        for frame in source.decode(video=0):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+    Path(path).unlink()
+    return target
 
 
 def example_options_dict(options: list[str]) -> dict[str, list[str]]:

@@ -1,0 +1,361 @@
+"""The Space's tab per task: seven models trained by `hf-frozenlm train --task T` (a few steps, a tiny LLaMA as the
+frozen layer) served by one app on 127.0.0.1; every tab answers its shipped example over HTTP as the task contract's
+`predict` does, refuses a bad input (and each input kind's limit) with a message, runs from the assembled Space
+folder where hf_frozenlm cannot be imported, and is driven in headless Chromium (pick the example, run, see the
+answer; a screenshot per tab in test-artifacts/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from heads_helpers import save_tiny_llama
+
+gr = pytest.importorskip("gradio")
+pytest.importorskip("plotly")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from hf_frozenlm.cli import main  # noqa: E402
+from hf_frozenlm.spaces import app, demo_motion, demo_points, demo_video, demo_vilt  # noqa: E402
+from hf_frozenlm.tasks import TASK_NAMES  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "spaces" / "examples"
+ARTIFACTS = ROOT / "test-artifacts"
+QUICK = ["--max_steps", "2", "--max_train_samples", "16", "--max_eval_samples", "8", "--eval_strategy", "no",
+         "--save_strategy", "no", "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8",
+         "--disable_tqdm", "true", "--report_to", "none"]
+
+
+@pytest.fixture(scope="module")
+def task_models(tmp_path_factory) -> dict[str, str]:
+    """Task name -> a model folder written by `hf-frozenlm train --task T` (builtin data and trunk, tiny LLaMA)."""
+    root = tmp_path_factory.mktemp("demo-task-models")
+    llm = save_tiny_llama(root / "tiny-llama", seed=5)
+    folders = {}
+    for task in TASK_NAMES:
+        folders[task] = str(root / task)
+        assert main(["train", "--task", task, "--llm", llm, "--output_dir", folders[task], *QUICK]) == 0
+    return folders
+
+
+@pytest.fixture(scope="module")
+def served(task_models):
+    """(url, client, demo): one app with a tab per task."""
+    demo = app.build_demo([task_models[task] for task in TASK_NAMES])
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        yield url, Client(url, verbose=False), demo
+    finally:
+        demo.close()
+
+
+def example(task: str, pattern: str) -> str:
+    return sorted(str(path) for path in (EXAMPLES / task).glob(pattern))[0]
+
+
+def options_of(task: str) -> dict:
+    return json.loads((EXAMPLES / task / "options.json").read_text(encoding="utf-8"))
+
+
+# task -> (the tab's API name, its example's arguments as the handler takes them, the example file, and the predict
+# options the task contract needs for the same input)
+def example_call(task: str):
+    if task == "image-classification":
+        path = str(EXAMPLES / "digit_3.png")
+        return "/predict", [path], path, []
+    if task in ("video-classification", "point-cloud-classification", "motion-forecasting"):
+        path = example(task, {"video-classification": "*.webm", "point-cloud-classification": "*.npy",
+                              "motion-forecasting": "scene_*.json"}[task])
+        return "/" + app.API_NAMES[task], [path], path, []
+    if task == "visual-question-answering":
+        path, question = example(task, "*.png"), options_of(task)["question"][0]
+        return "/predict_vqa", [path, question], path, ["--question", question]
+    if task == "image-text-retrieval":
+        path, texts = example(task, "*.png"), options_of(task)["texts"]
+        return "/predict_retrieval", [path, "\n".join(texts)], path, ["--texts", *texts]
+    path, question = example(task, "*.npz"), options_of(task)["question"][0]
+    return "/predict_qa3d", [path, question], path, ["--question", question]
+
+
+def over_http(api_name: str, arguments: list) -> list:
+    """Handler arguments as gradio_client sends them: files uploaded."""
+    return [handle_file(a) if isinstance(a, str) and os.path.isfile(a) else a for a in arguments]
+
+
+def contract_prediction(folder: str, path: str, extra: list[str]) -> dict:
+    """What `hf-frozenlm predict` says for the same input: the task contract's own reading and prediction."""
+    from hf_frozenlm.training.loading import load_trained_model
+
+    task, model, processor = load_trained_model(folder)
+    parser = argparse.ArgumentParser()
+    task.add_predict_arguments(parser)
+    options = parser.parse_args(extra)
+    options.inputs = [path]
+    return task.predict(model, processor, task.read_inputs([path], options), options)[0]
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_each_tab_answers_its_example_as_predict_does(served, task_models, task):
+    _, client, _ = served
+    api_name, arguments, path, extra = example_call(task)
+    result = client.predict(*over_http(api_name, arguments), api_name=api_name)
+    reference = contract_prediction(task_models[task], path, extra)
+    if task == "motion-forecasting":
+        plot, modes, status = result
+        with Image_open(plot) as image:
+            assert image.size[0] >= 400  # the scene plot
+        probabilities = [c["confidence"] for c in modes["confidences"]]
+        assert probabilities == pytest.approx([f["probability"] for f in reference["forecasts"]], abs=1e-5)
+        metrics = reference["future_metrics"]  # the evaluate metric module's Argoverse minADE / minFDE
+        assert f"minADE **{metrics['minADE']:.2f} m**, minFDE **{metrics['minFDE']:.2f} m**" in status
+        return
+    labels, status = result[0], next(out for out in result if isinstance(out, str))  # the image tab adds baselines
+    expected = reference["predictions"]
+    if task == "image-text-retrieval":  # every caption, ranked
+        assert [c["label"] for c in labels["confidences"]] == [p["text"] for p in expected]
+        assert [c["confidence"] for c in labels["confidences"]] == pytest.approx([p["score"] for p in expected],
+                                                                                abs=1e-4)
+        assert status.startswith(f"Best caption **{expected[0]['text']}**")
+        return
+    assert [c["label"] for c in labels["confidences"]] == [str(p["label"]) for p in expected]
+    assert [c["confidence"] for c in labels["confidences"]] == pytest.approx([p["score"] for p in expected], abs=1e-4)
+    assert f"**{expected[0]['label']}**" in status
+    if task in ("video-classification", "visual-question-answering", "image-classification"):
+        tiles = result[1]  # token maps over the frames / image, at the trunk's output and after the block
+        captions = [tile["caption"] for tile in tiles]
+        assert any("after block" in caption for caption in captions) and any("trunk" in c for c in captions)
+    if task in ("point-cloud-classification", "3d-question-answering"):
+        figure = json.loads(result[1]["plot"])  # the plotly 3D view, one point per model input point
+        scatter = figure["data"][0]
+        assert scatter["type"] == "scatter3d" and len(scatter["x"]) == len(scatter["marker"]["color"]) > 0
+
+
+def Image_open(value):  # noqa: N802 - a gradio Image output is a path (or a dict with one)
+    from PIL import Image
+
+    return Image.open(value if isinstance(value, str) else value["path"])
+
+
+def test_retrieval_ranks_images_for_a_caption(served):
+    _, client, _ = served
+    texts = options_of("image-text-retrieval")["texts"]
+    paths = sorted(str(p) for p in (EXAMPLES / "image-text-retrieval").glob("*.png"))
+    gallery, status = client.predict(texts[0], [handle_file(p) for p in paths], api_name="/predict_retrieval_images")
+    assert len(gallery) == len(paths) and status.startswith("Best image: match")
+    scores = [float(item["caption"].split("match ")[1]) for item in gallery]
+    assert scores == sorted(scores, reverse=True)
+
+
+def _write(path: Path, content) -> str:
+    if isinstance(content, np.ndarray):
+        np.save(path, content)
+    else:
+        path.write_text(content)
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["video not a video", "video too long", "cloud wrong shape", "cloud too many points",
+                                  "scene not json", "scene too large", "vqa empty question", "vqa long question",
+                                  "retrieval too many captions", "qa3d empty question", "qa3d no colours"])
+def test_bad_inputs_give_a_message_on_every_tab(served, tmp_path, monkeypatch, case):
+    _, client, _ = served
+    video = example("video-classification", "*.webm")
+    cloud = example("point-cloud-classification", "*.npy")
+    scene = example("motion-forecasting", "scene_*.json")
+    vqa_image = example("visual-question-answering", "*.png")
+    qa3d_scene = example("3d-question-answering", "*.npz")
+    if case == "video not a video":
+        call = "/predict_video", [_write(tmp_path / "clip.mp4", "not a video")]
+        message = "is not a video this demo can read"
+    elif case == "video too long":  # the server runs in this process: the limit is lowered for the test
+        monkeypatch.setattr(demo_video, "MAX_VIDEO_FRAMES", 4)
+        call, message = ("/predict_video", [video]), "the demo takes up to 4. Please trim it"
+    elif case == "cloud wrong shape":
+        call = "/predict_points", [(_write(tmp_path / "flat.npy", np.zeros((10, 2), np.float32)))]
+        message = "expected (points, 3 or more)"
+    elif case == "cloud too many points":
+        monkeypatch.setattr(demo_points, "MAX_POINTS", 100)
+        call, message = ("/predict_points", [(cloud)]), "the demo takes up to 100. Please subsample it"
+    elif case == "scene not json":
+        call = "/predict_motion", [(_write(tmp_path / "scene.json", "{not json"))]
+        message = "is not a scene JSON file"
+    elif case == "scene too large":
+        monkeypatch.setattr(demo_motion, "MAX_SCENE_BYTES", 1000)
+        call, message = ("/predict_motion", [(scene)]), "Keep the lanes near the agent"
+    elif case == "vqa empty question":
+        call, message = ("/predict_vqa", [(vqa_image), "   "]), "The question is empty"
+    elif case == "vqa long question":
+        call, message = ("/predict_vqa", [(vqa_image), "why " * 60]), "Please shorten it"
+    elif case == "retrieval too many captions":
+        captions = "\n".join(f"caption {i}" for i in range(demo_vilt.MAX_CANDIDATES + 1))
+        call = "/predict_retrieval", [(vqa_image), captions]
+        message = f"the demo ranks up to {demo_vilt.MAX_CANDIDATES}"
+    elif case == "qa3d empty question":
+        call, message = ("/predict_qa3d", [(qa3d_scene), ""]), "The question is empty"
+    else:  # xyz only, for a model that reads colours too: the folder's own processor says so
+        call = "/predict_qa3d", [(cloud), "how many balls are there?"]
+        message = "expected (points, 6)"
+    with pytest.raises(AppError) as error:
+        client.predict(*over_http(call[0], call[1]), api_name=call[0])
+    assert message in str(error.value)
+    assert "Traceback" not in str(error.value)
+
+
+def test_every_input_kind_has_one_limit():
+    assert set(app.limits()) == {"image", "video", "point cloud", "question", "scene", "text", "candidates"}
+
+
+def test_token_layouts_agree_with_the_task_contract(task_models):
+    """The Space's portable token layout (from the config alone) is the task contract's token grid, and its maps are
+    `hf_frozenlm.analysis`'s for the same stages, for every trunk with a grid."""
+    from hf_frozenlm.analysis import token_activations_all
+    from hf_frozenlm.analysis.frozenlm_maps import run_with_maps
+    from hf_frozenlm.training.loading import load_trained_model
+
+    inputs = {
+        "image-classification": lambda processor: {"pixel_values": torch.randn(2, 3, 8, 8)},
+        "video-classification": lambda processor: {"pixel_values": torch.randn(2, 8, 3, 32, 32)},
+        "point-cloud-classification": lambda processor: dict(processor(np.random.default_rng(0).normal(
+            size=(300, 3)).astype("float32"), return_tensors="pt")),
+        "3d-question-answering": lambda processor: dict(processor(np.random.default_rng(0).normal(
+            size=(300, 6)).astype("float32"), ["how many balls are there?"], return_tensors="pt")),
+        "visual-question-answering": lambda processor: dict(processor(
+            images=[np.zeros((32, 32, 3), np.uint8)], text=["what color is it?"], return_tensors="pt")),
+    }
+    for task_name, make in inputs.items():
+        task, model, processor = load_trained_model(task_models[task_name])
+        batch = make(processor)
+        grid = task.token_grid(model, batch)
+        outputs, maps, layout = run_with_maps(model, batch)
+        assert layout.grid_shape == tuple(grid.grid_shape), task_name
+        if layout.num_prefix_tokens is not None:
+            assert layout.num_prefix_tokens == grid.num_prefix_tokens, task_name
+        if grid.positions is not None:
+            torch.testing.assert_close(layout.positions, grid.positions)
+        reference = token_activations_all(model, batch, stages=("trunk", "llm_out"))
+        for kind in ("magnitude", "frequency"):
+            torch.testing.assert_close(maps[kind]["trunk"], reference[kind]["trunk"], msg=task_name)
+            torch.testing.assert_close(maps[kind]["block"], reference[kind]["llm_out"], msg=task_name)
+
+
+def test_one_model_gets_its_interface_and_several_of_a_task_get_numbered_tabs(task_models):
+    one = app.build_demo(task_models["point-cloud-classification"])
+    assert one.served_tasks == [("point-cloud-classification", "predict_points")]
+    assert not any(isinstance(block, gr.Tab) for block in one.blocks.values())  # no tabs for one model
+    folder = task_models["point-cloud-classification"]
+    two = app.build_demo(f"{folder}, {folder}")  # MODEL_ID's comma-separated form
+    assert two.served_tasks == [("point-cloud-classification", "predict_points"),
+                                ("point-cloud-classification", "predict_points_2")]
+
+
+def test_demo_refuses_a_baseline_that_is_not_an_image_classifier(task_models, capsys):
+    folder = task_models["point-cloud-classification"]
+    assert main(["demo", "--model", task_models["image-classification"], "--baseline", folder]) == 2
+    assert "a baseline is shown beside an image classifier" in capsys.readouterr().err
+
+
+def test_push_space_lists_every_model_and_the_folder_runs_every_tab_without_hf_frozenlm(task_models, tmp_path):
+    from hf_frozenlm.hub.push import push_space
+
+    dry = push_space("someone/frozenlm-demo", ["someone/digits", "someone/shapes3d"], dry_run_dir=tmp_path / "space")
+    assert dry.space_variables == {"MODEL_ID": "someone/digits,someone/shapes3d"}
+    front = (tmp_path / "space" / "README.md").read_text(encoding="utf-8").split("---", 2)[1]
+    assert re.search(r"models:\n  - someone/digits\n  - someone/shapes3d\n", front)
+    for task in TASK_NAMES[1:]:
+        assert any(name.startswith(f"examples/{task}/") for name in dry.files), task
+    script = (
+        "import json, sys; sys.modules['hf_frozenlm'] = None\n"  # any import of the package fails
+        "import app\n"
+        "case = json.load(open(sys.argv[1]))\n"
+        "demo = app.build_demo(case['models'])\n"
+        "handlers = {f.api_name: f.fn for f in demo.fns.values() if f.api_name}\n"
+        "for (task, api_name), arguments in zip(demo.served_tasks, case['calls']):\n"
+        "    out = handlers[api_name](*arguments)\n"
+        "    print(api_name, next(o for o in out if isinstance(o, str)).split(' in ')[0])\n"
+    )
+    case = tmp_path / "case.json"
+    case.write_text(json.dumps({"models": [task_models[t] for t in TASK_NAMES],
+                                "calls": [example_call(task)[1] for task in TASK_NAMES]}))
+    env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    result = subprocess.run([sys.executable, "-c", script, str(case)], cwd=tmp_path / "space", env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answered = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("predict")]
+    assert answered == ["predict", "predict_video", "predict_points", "predict_motion", "predict_vqa",
+                        "predict_retrieval", "predict_qa3d"]
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+# tab title -> (its API name, text the status shows once the answer arrived)
+BROWSER_TABS = {
+    "Image classification": ("predict", "Predicted"),
+    "Video": ("predict_video", "Predicted"),
+    "Point clouds": ("predict_points", "Predicted"),
+    "Motion forecasting": ("predict_motion", "forecasts in"),
+    "Visual question answering": ("predict_vqa", "Answer"),
+    "Image-text retrieval": ("predict_retrieval", "Best caption"),
+    "3D question answering": ("predict_qa3d", "Answer"),
+}
+
+
+# Skipped only outside CI (a user without the browser); in CI `make setup` installs it, so a missing browser fails.
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
+                    reason="needs Debian's chromium and chromium-driver (make setup)")
+def test_browser_runs_every_tabs_example_and_shows_the_answer(served):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = served
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="chromium-profile-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    ARTIFACTS.mkdir(exist_ok=True)
+    try:
+        driver.get(url)
+        wait = WebDriverWait(driver, 60)
+        for title, (api_name, answer) in BROWSER_TABS.items():
+            tab = wait.until(lambda d: next((b for b in d.find_elements(By.CSS_SELECTOR, "button[role=tab]")
+                                             if b.text == title), False))
+            tab.click()
+            examples_id = "examples" if api_name == "predict" else f"{api_name}-examples"
+            first = wait.until(lambda d: d.find_elements(
+                By.CSS_SELECTOR, f"#{examples_id} button.gallery-item, #{examples_id} tbody tr") or False)[0]
+            first.click()
+            run_id = "classify" if api_name == "predict" else f"{api_name}-run"
+            status_id = "status" if api_name == "predict" else f"{api_name}-status"
+            time.sleep(0.5)  # the example's value reaches the input component
+            wait.until(ec.element_to_be_clickable((By.ID, run_id))).click()
+            wait.until(ec.text_to_be_present_in_element((By.ID, status_id), answer))
+            time.sleep(0.7)  # let images and the 3D view finish painting before the screenshot
+            driver.save_screenshot(str(ARTIFACTS / f"demo_{api_name}.png"))
+            assert (ARTIFACTS / f"demo_{api_name}.png").stat().st_size > 10_000
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)

@@ -1,9 +1,10 @@
 """Load a few decoder layers of an LLM without loading the LLM.
 
 `load_llm_layers(source, layers)` reads only the requested layers' tensors from HF safetensors (single file
-or sharded, local or Hub), GGUF (dequantizing only `blk.{i}.*`) or Meta LLaMA checkpoints (params.json +
-consolidated.*.pth, memory-mapped, `weights_only`). It returns the LLM's config, one state dict per layer in
-transformers' names, and a provenance record with a sha256 over the loaded tensors.
+or sharded, local or Hub), GGUF (local or Hub; dequantizing only `blk.{i}.*`) or Meta LLaMA checkpoints
+(params.json + consolidated.*.pth, memory-mapped, `weights_only`); from the Hub only those layers' bytes travel
+(HTTP byte ranges, cached per layer: `frozenlm_hub_ranges`). It returns the LLM's config, one state dict per layer
+in transformers' names, and a provenance record with a sha256 over the loaded tensors.
 
 Hub-portable (slim checkpoints re-extract their frozen layers with it): imports only torch, transformers,
 huggingface_hub and safetensors at module level; `gguf` is imported when a GGUF file is read.
@@ -43,6 +44,7 @@ class LLMChecksumError(LLMCheckpointError):
 
 # Points slim checkpoints at a local copy of their LLM (a .gguf file, HF folder or Meta folder).
 LLM_PATH_ENV = "HF_FROZENLM_LLM_PATH"
+HUB_PREFIX = "hf://"  # hf://owner/repo/file.gguf: a GGUF file in a Hub repo
 
 
 # -- provenance -------------------------------------------------------------------------------------------
@@ -72,15 +74,21 @@ def smollm2_gguf_path() -> str:
 
 
 # -- entry points -----------------------------------------------------------------------------------------
-def load_llm_layers(source, layers=(-1,), *, revision: str | None = None, token=None, cache_dir=None):
+def load_llm_layers(source, layers=(-1,), *, revision: str | None = None, token=None, cache_dir=None,
+                    gguf_file: str | None = None):
     """Read only `layers` of the LLM at `source`.
 
     source: "smollm2-135m", a `.gguf` file, a Meta-format folder (params.json + consolidated.*.pth), a local
-        HF folder (config.json + safetensors) or a Hub repo id.
+        HF folder (config.json + safetensors), a Hub repo id (safetensors, or the GGUF file `gguf_file` in it) or
+        `hf://owner/repo/file.gguf`.
     Returns (llm_config, [state_dict per layer], provenance).
     """
+    if gguf_file:
+        source = f"{HUB_PREFIX}{os.fspath(source)}/{gguf_file}"
     kind, location = _classify_source(source)
-    if kind == "gguf":
+    if kind == "gguf" and location.startswith(HUB_PREFIX):
+        config, reader_fn = _gguf_hub_open(location, revision=revision, token=token, cache_dir=cache_dir)
+    elif kind == "gguf":
         config, reader_fn = _gguf_open(location)
     elif kind == "meta":
         config, reader_fn = _meta_open(location)
@@ -145,9 +153,14 @@ def reload_llm_layers(llm_source: dict, local_path=None, *, token=None, cache_di
     return config, layer_states
 
 
-def load_llm_config(source, *, revision: str | None = None, token=None, cache_dir=None) -> PreTrainedConfig:
+def load_llm_config(source, *, revision: str | None = None, token=None, cache_dir=None,
+                    gguf_file: str | None = None) -> PreTrainedConfig:
     """Only the LLM's config (for the random-llm and mlp variants), reading no weights."""
+    if gguf_file:
+        source = f"{HUB_PREFIX}{os.fspath(source)}/{gguf_file}"
     kind, location = _classify_source(source)
+    if kind == "gguf" and location.startswith(HUB_PREFIX):
+        return _gguf_hub_open(location, revision=revision, token=token, cache_dir=cache_dir)[0]
     if kind == "gguf":
         return _gguf_open(location)[0]
     if kind == "meta":
@@ -159,6 +172,13 @@ def _classify_source(source) -> tuple[str, str]:
     source = os.fspath(source)
     if source == SMOLLM2_ALIAS:
         return "gguf", smollm2_gguf_path()
+    if source.startswith(HUB_PREFIX):
+        if not source.endswith(".gguf") or source[len(HUB_PREFIX):].count("/") < 2:
+            raise LLMSourceNotFoundError(
+                f"{source!r}: an hf:// LLM source names a GGUF file in a Hub repo, hf://owner/repo/file.gguf. For a "
+                "safetensors repo pass its id (owner/repo)."
+            )
+        return "gguf", source
     path = Path(source).expanduser()
     if source.endswith(".gguf"):
         if not path.is_file():
@@ -186,53 +206,146 @@ _IGNORED_LAYER_KEYS = {"attn.bias", "attn.masked_bias"}
 
 
 def _hf_open(location, *, revision, token, cache_dir):
-    from safetensors import safe_open
-
-    local = os.path.isdir(location)
-    fetch = _local_fetcher(location) if local else _hub_fetcher(location, revision, token, cache_dir)
+    if not os.path.isdir(location):
+        return _hf_hub_open(location, revision=revision, token=token, cache_dir=cache_dir)
+    fetch = _local_fetcher(location)
     config = _read_hf_config(fetch("config.json"))
     index_path = fetch("model.safetensors.index.json", optional=True)
     if index_path is not None:
-        try:
-            weight_map = json.loads(Path(index_path).read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as error:
-            raise LLMCheckpointError(f"{index_path} is not a valid safetensors index ({error}).") from error
+        weight_map = _read_weight_map(index_path)
     else:
         single = fetch("model.safetensors", optional=True)
         if single is None:
-            raise LLMSourceNotFoundError(
-                f"{location} has neither model.safetensors nor model.safetensors.index.json. Only safetensors "
-                "checkpoints are read (no pickles); convert .bin weights with `save_pretrained(safe_serialization=True)`."
-            )
+            raise _no_safetensors_error(location)
         weight_map = {key: "model.safetensors" for key in _safetensors_keys(single)}
+    by_layer = _layer_entries(weight_map, location)
+
+    def read_layer(index: int) -> dict[str, torch.Tensor]:
+        return _read_layer_from_shards(by_layer, index, location, fetch)
+
+    return config, read_layer, location
+
+
+def _hf_hub_open(repo_id, *, revision, token, cache_dir):
+    """A Hub safetensors checkpoint: config and index downloaded (small), each layer's tensors fetched by byte
+    ranges (or read from the layer cache), falling back to downloading a shard when the server ignores `Range`."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from .frozenlm_hub_ranges import (
+        LayerCache, RangeRequestsUnsupported, RemoteFile, resolve_commit, safetensors_header, safetensors_tensors,
+    )
+
+    commit = resolve_commit(repo_id, revision, token, cache_dir)
+    fetch = _hub_fetcher(repo_id, commit, token, cache_dir)  # pinned: every file comes from the same commit
+    config = _read_hf_config(fetch("config.json"))
+    cache = LayerCache(repo_id, commit, "safetensors", cache_dir)
+    remotes: dict[str, RemoteFile] = {}
+    headers: dict[str, tuple[int, dict]] = {}
+    entries_by_layer: dict[int, dict[str, tuple[str, str]]] = {}
+
+    def header(shard: str) -> tuple[int, dict]:
+        if shard not in headers:
+            remotes[shard] = RemoteFile(repo_id, shard, commit, token)
+            headers[shard] = safetensors_header(remotes[shard])
+        return headers[shard]
+
+    def layer_entries() -> dict[int, dict[str, tuple[str, str]]]:
+        if not entries_by_layer:  # the weight map is needed only when a layer is not cached
+            index_path = fetch("model.safetensors.index.json", optional=True)
+            if index_path is not None:
+                weight_map = _read_weight_map(index_path)
+            else:
+                try:
+                    keys = [key for key in header("model.safetensors")[1] if key != "__metadata__"]
+                except EntryNotFoundError as error:
+                    raise _no_safetensors_error(repo_id) from error
+                except RangeRequestsUnsupported as error:
+                    _warn_range_fallback(error, f"{repo_id}/model.safetensors")
+                    keys = _safetensors_keys(fetch("model.safetensors"))
+                weight_map = {key: "model.safetensors" for key in keys}
+            entries_by_layer.update(_layer_entries(weight_map, repo_id))
+        return entries_by_layer
+
+    def fetch_layer(index: int) -> tuple[dict[str, torch.Tensor], dict]:
+        entries = layer_entries().get(index)
+        if not entries:
+            raise LLMCheckpointError(f"{repo_id}: no tensors for layer {index} in the checkpoint.")
+        tensors, files = {}, {}
+        for shard in sorted({shard for _, shard in entries.values()}):
+            keys = [key for key, key_shard in entries.values() if key_shard == shard]
+            try:
+                shard_header = header(shard)  # opens the shard's RemoteFile
+                tensors.update(safetensors_tensors(remotes[shard], shard_header, keys))
+                files[shard] = {"etag": remotes[shard].etag}
+            except RangeRequestsUnsupported as error:
+                _warn_range_fallback(error, f"{repo_id}/{shard}")
+                whole_shard = {index: {key: (key, shard) for key in keys}}  # keyed like the fetched tensors
+                tensors.update(_read_layer_from_shards(whole_shard, index, repo_id, fetch))
+                files[shard] = {"downloaded_whole_file": True}
+        return tensors, cache.save(index, tensors, {"files": files})
+
+    def read_layer(index: int) -> dict[str, torch.Tensor]:
+        tensors, _ = cache.load(index) or fetch_layer(index)
+        return {_LAYER_KEY.match(key)["name"]: tensor for key, tensor in tensors.items()}
+
+    return config, read_layer, repo_id
+
+
+def _warn_range_fallback(error, what: str) -> None:
+    import warnings
+
+    warnings.warn(
+        f"The server does not honour HTTP Range requests ({error}); downloading the whole file {what} instead of "
+        "only the layer's bytes.", stacklevel=4,
+    )
+
+
+def _no_safetensors_error(location) -> LLMSourceNotFoundError:
+    return LLMSourceNotFoundError(
+        f"{location} has neither model.safetensors nor model.safetensors.index.json. Only safetensors "
+        "checkpoints are read (no pickles); convert .bin weights with `save_pretrained(safe_serialization=True)`."
+    )
+
+
+def _read_weight_map(index_path) -> dict[str, str]:
+    try:
+        return json.loads(Path(index_path).read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError) as error:
+        raise LLMCheckpointError(f"{index_path} is not a valid safetensors index ({error}).") from error
+
+
+def _layer_entries(weight_map: dict[str, str], location) -> dict[int, dict[str, tuple[str, str]]]:
+    """{layer index: {name in the layer: (checkpoint key, shard)}}, after checking every shard name."""
     for shard in set(weight_map.values()):
         _check_shard_name(shard, location)
-
     by_layer: dict[int, dict[str, tuple[str, str]]] = {}
     for key, shard in weight_map.items():
         match = _LAYER_KEY.match(key)
         if match and match["name"] not in _IGNORED_LAYER_KEYS:
             by_layer.setdefault(int(match["index"]), {})[match["name"]] = (key, shard)
+    return by_layer
 
-    def read_layer(index: int) -> dict[str, torch.Tensor]:
-        entries = by_layer.get(index)
-        if not entries:
-            raise LLMCheckpointError(f"{location}: no tensors for layer {index} in the checkpoint.")
-        state = {}
-        for shard in sorted({shard for _, shard in entries.values()}):
-            shard_path = fetch(shard)
-            try:
-                with safe_open(shard_path, framework="pt") as handle:
-                    for name, (key, key_shard) in entries.items():
-                        if key_shard == shard:
-                            state[name] = handle.get_tensor(key)
-            except Exception as error:  # safetensors raises its own error type for truncated/corrupt headers
-                raise LLMCheckpointError(
-                    f"Could not read {shard_path}: it looks truncated or corrupt ({error}). Download it again."
-                ) from error
-        return state
 
-    return config, read_layer, location
+def _read_layer_from_shards(by_layer, index: int, location, fetch) -> dict[str, torch.Tensor]:
+    """One layer's tensors from the shard files `fetch` gives (local, or downloaded whole)."""
+    from safetensors import safe_open
+
+    entries = by_layer.get(index)
+    if not entries:
+        raise LLMCheckpointError(f"{location}: no tensors for layer {index} in the checkpoint.")
+    state = {}
+    for shard in sorted({shard for _, shard in entries.values()}):
+        shard_path = fetch(shard)
+        try:
+            with safe_open(shard_path, framework="pt") as handle:
+                for name, (key, key_shard) in entries.items():
+                    if key_shard == shard:
+                        state[name] = handle.get_tensor(key)
+        except Exception as error:  # safetensors raises its own error type for truncated/corrupt headers
+            raise LLMCheckpointError(
+                f"Could not read {shard_path}: it looks truncated or corrupt ({error}). Download it again."
+            ) from error
+    return state
 
 
 def _read_hf_config(config_path: str) -> PreTrainedConfig:
@@ -350,32 +463,105 @@ def _gguf_open(path: str):
             "Download or copy the file again."
         ) from error
     config = _gguf_config(reader, path)
-    tensors = {tensor.name: tensor for tensor in reader.tensors}
-    interleaved = config.model_type in ("llama", "mistral")  # llama.cpp permutes q/k rows for its llama arch
 
     def read_layer(index: int) -> dict[str, torch.Tensor]:
         prefix = f"blk.{index}."
-        state = {}
-        for name, tensor in tensors.items():
-            if not name.startswith(prefix):
-                continue
-            suffix = name[len(prefix):]
-            if suffix not in _GGUF_NAMES:
-                raise LLMCheckpointError(f"{path}: unexpected tensor {name} for a {config.model_type} layer.")
-            try:
-                weights = torch.from_numpy(gguf.dequantize(tensor.data, tensor.tensor_type).copy())
-            except Exception as error:
-                raise LLMCheckpointError(f"{path}: tensor {name} is corrupt ({error}).") from error
-            hf_name = _GGUF_NAMES[suffix]
-            if interleaved and suffix in ("attn_q.weight", "attn_k.weight"):
-                heads = config.num_attention_heads if suffix == "attn_q.weight" else config.num_key_value_heads
-                weights = interleaved_to_half_split_rows(weights, heads)
-            state[hf_name] = weights
-        if not state:
-            raise LLMCheckpointError(f"{path}: no tensors for layer {index}.")
-        return state
+        found = [(t.name, t.data, t.tensor_type) for t in reader.tensors if t.name.startswith(prefix)]
+        return _gguf_layer_state(found, index, config, path)
 
     return config, read_layer
+
+
+def _gguf_layer_state(tensors, index: int, config, path) -> dict[str, torch.Tensor]:
+    """One layer's state dict in transformers' names from its GGUF tensors [(name, data as GGUFReader gives it,
+    tensor type)]: dequantized, and q/k rows reordered where llama.cpp permuted them."""
+    import gguf
+
+    interleaved = config.model_type in ("llama", "mistral")  # llama.cpp permutes q/k rows for its llama arch
+    prefix = f"blk.{index}."
+    state = {}
+    for name, data, tensor_type in tensors:
+        suffix = name[len(prefix):]
+        if suffix not in _GGUF_NAMES:
+            raise LLMCheckpointError(f"{path}: unexpected tensor {name} for a {config.model_type} layer.")
+        try:
+            weights = torch.from_numpy(gguf.dequantize(data, tensor_type).copy())
+        except Exception as error:
+            raise LLMCheckpointError(f"{path}: tensor {name} is corrupt ({error}).") from error
+        if interleaved and suffix in ("attn_q.weight", "attn_k.weight"):
+            heads = config.num_attention_heads if suffix == "attn_q.weight" else config.num_key_value_heads
+            weights = interleaved_to_half_split_rows(weights, heads)
+        state[_GGUF_NAMES[suffix]] = weights
+    if not state:
+        raise LLMCheckpointError(f"{path}: no tensors for layer {index}.")
+    return state
+
+
+def _gguf_hub_open(location: str, *, revision, token, cache_dir):
+    """A GGUF file in a Hub repo (hf://owner/repo/file.gguf): its header and tensor index fetched by byte ranges
+    (and cached), then only `blk.{i}.*` per layer (or the layer cache); the whole file is downloaded only when the
+    server ignores `Range`."""
+    from .frozenlm_hub_ranges import (
+        LayerCache, RangeRequestsUnsupported, RemoteFile, fetch_gguf_header, gguf_array, gguf_header_reader,
+        resolve_commit,
+    )
+
+    owner, name, filename = location[len(HUB_PREFIX):].split("/", 2)
+    repo_id = f"{owner}/{name}"
+    commit = resolve_commit(repo_id, revision, token, cache_dir)
+    cache = LayerCache(repo_id, commit, filename, cache_dir)
+    remote = RemoteFile(repo_id, filename, commit, token)
+    header_path = cache.folder / "header.gguf"
+    whole_file = []  # the downloaded file, once a server that ignores Range made that necessary
+
+    def read_spans(spans: dict[str, tuple[int, int]]) -> dict[str, bytes]:
+        if not whole_file:
+            try:
+                return remote.read_spans(spans)
+            except RangeRequestsUnsupported as error:
+                _warn_range_fallback(error, f"{repo_id}/{filename}")
+                whole_file.append(_hub_fetcher(repo_id, commit, token, cache_dir)(filename))
+        with open(whole_file[0], "rb") as handle:
+            return {name: _pread(handle, start, length) for name, (start, length) in spans.items()}
+
+    if header_path.is_file():
+        reader = gguf_header_reader(header_path)
+    else:
+        try:
+            reader = fetch_gguf_header(remote, header_path)
+        except RangeRequestsUnsupported as error:
+            _warn_range_fallback(error, f"{repo_id}/{filename}")
+            whole_file.append(_hub_fetcher(repo_id, commit, token, cache_dir)(filename))
+            reader = gguf_header_reader(whole_file[0])
+    config = _gguf_config(reader, location)
+    index_by_name = {tensor.name: tensor for tensor in reader.tensors}
+
+    def fetch_layer(index: int) -> tuple[dict[str, torch.Tensor], dict]:
+        wanted = {name: tensor for name, tensor in index_by_name.items() if name.startswith(f"blk.{index}.")}
+        if not wanted:
+            raise LLMCheckpointError(f"{location}: no tensors for layer {index}.")
+        raw = read_spans({name: (tensor.data_offset, tensor.n_bytes) for name, tensor in wanted.items()})
+        tensors = {name: torch.frombuffer(bytearray(raw[name]), dtype=torch.uint8) for name in wanted}
+        types = {name: [int(tensor.tensor_type), [int(d) for d in tensor.shape]] for name, tensor in wanted.items()}
+        return tensors, cache.save(index, tensors, {"files": {filename: {"etag": remote.etag}}, "gguf_types": types})
+
+    def read_layer(index: int) -> dict[str, torch.Tensor]:
+        tensors, record = cache.load(index) or fetch_layer(index)
+        found = []
+        for name, tensor in tensors.items():
+            tensor_type, dims = record["gguf_types"][name]
+            found.append((name, gguf_array(tensor.numpy(), tensor_type, dims), tensor_type))
+        return _gguf_layer_state(found, index, config, location)
+
+    return config, read_layer
+
+
+def _pread(handle, start: int, length: int) -> bytes:
+    handle.seek(start)
+    data = handle.read(length)
+    if len(data) != length:
+        raise LLMCheckpointError(f"{handle.name} ends before byte {start + length}: it is truncated. Download again.")
+    return data
 
 
 def _gguf_config(reader, path: str) -> PreTrainedConfig:

@@ -80,7 +80,7 @@ def test_save_reload_identical_logits_and_still_frozen(tiny_digits_model, tmp_pa
         "AutoModelForImageClassification": "modeling_vit_llama.ViTLlamaForImageClassification",
     }
     for name in ("modeling_vit_llama.py", "configuration_vit_llama.py", "frozenlm_block.py",
-                 "configuration_frozenlm.py", "frozenlm_loading.py"):
+                 "configuration_frozenlm.py", "frozenlm_loading.py", "frozenlm_hub_ranges.py"):
         assert (tmp_path / "model" / name).is_file(), name
     reloaded = AutoModelForImageClassification.from_pretrained(tmp_path / "model").eval()
     assert type(reloaded) is ViTLlamaForImageClassification

@@ -64,7 +64,7 @@ def layer_shapes(shape: dict) -> dict[str, tuple[int, ...]]:
     }
 
 
-def write_checkpoint(root: Path, n_layers: int, shape: dict) -> dict:
+def write_checkpoint(root: Path, n_layers: int, shape: dict, with_meta: bool = True) -> dict:
     from safetensors.torch import save_file
     from transformers import LlamaConfig
 
@@ -105,6 +105,10 @@ def write_checkpoint(root: Path, n_layers: int, shape: dict) -> dict:
         weight_map.update({key: filename for key, _ in shard})
         gc.collect()
     (hf / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
+    hf_sizes = {"layer_bytes": sum(t.numel() * 2 for t in base.values()),
+                "hf_bytes": sum(p.stat().st_size for p in hf.glob("*.safetensors"))}
+    if not with_meta:
+        return hf_sizes
 
     # Meta form: the same bytes, one storage per tensor, under Meta's names. The tensors are memory-mapped views of
     # the shards just written (copy-on-write, never modified), so writing 13 GB needs no 13 GB of RAM.
@@ -127,9 +131,7 @@ def write_checkpoint(root: Path, n_layers: int, shape: dict) -> dict:
     params = {"dim": d, "multiple_of": 256, "n_heads": shape["num_attention_heads"], "n_layers": n_layers,
               "norm_eps": shape["rms_norm_eps"], "vocab_size": -1}
     (meta / "params.json").write_text(json.dumps(params))
-    return {"layer_bytes": sum(t.numel() * 2 for t in base.values()),
-            "hf_bytes": sum(p.stat().st_size for p in hf.glob("*.safetensors")),
-            "meta_bytes": (meta / "consolidated.00.pth").stat().st_size}
+    return {**hf_sizes, "meta_bytes": (meta / "consolidated.00.pth").stat().st_size}
 
 
 def safetensors_header(path: Path) -> tuple[int, dict]:

@@ -43,3 +43,9 @@ def test_bench_inference_tiny():
 def test_bench_numerics_tiny():
     out = run_script("bench_numerics.py", "--train")
     assert "top-1 agreement" in out
+
+
+def test_bench_hub_fetch_tiny(tmp_path):
+    out = run_script("bench_hub_fetch.py", "--layers", "2", "--methods", "snapshot,ranges", "--workdir", str(tmp_path))
+    assert "(c) byte ranges" in out and "(a) snapshot_download" in out
+    assert not any(tmp_path.iterdir()), "the synthetic checkpoint was not cleaned up"

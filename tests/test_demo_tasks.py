@@ -332,7 +332,7 @@ def test_browser_runs_every_tabs_example_and_shows_the_answer(served):
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="chromium-profile-")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1250",
                  f"--user-data-dir={profile}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))

@@ -30,7 +30,8 @@ def test_wheel_ships_modeling_as_a_subpackage(tmp_path):
     (wheel,) = tmp_path.glob("hf_frozenlm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("hf_frozenlm/modeling/frozenlm_block.py", "hf_frozenlm/hub/model_card_template.md",
-                 "hf_frozenlm/tasks/motion_forecasting.py", "hf_frozenlm/spaces/app.py"):
+                 "hf_frozenlm/tasks/motion_forecasting.py", "hf_frozenlm/spaces/app.py",
+                 "hf_frozenlm/spaces/demo_video.py", "hf_frozenlm/spaces/examples/motion-forecasting/scene_0.json"):
         assert name in names, name
     assert not any(name.startswith("modeling/") for name in names)  # never a top-level package named `modeling`
     # Installed from the wheel on its own (a target folder first on the path, this interpreter's packages for the

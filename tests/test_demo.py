@@ -6,11 +6,9 @@ to a temp folder; the app is launched once for the module.
 """
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from browser import headless_chromium, needs_browser
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,32 +326,15 @@ def test_the_status_line_times_the_whole_request():
     assert status == "Predicted **7** (50%) in 250 ms on CPU, input and maps included."
 
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-
-
-# Skipped only outside CI (a user without the browser); in CI `make setup` installs it, so a missing browser fails.
-@pytest.mark.skipif(
-    not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
-    reason="needs Debian's chromium and chromium-driver (make setup)",
-)
+@needs_browser
 def test_browser_submits_an_example_and_shows_the_label(served, model_dirs):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, _, _ = served
     expected, _ = demo_image.LoadedModel.load(model_dirs[0]).classify(demo_image.open_upload(str(EXAMPLE)))
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1100",
-                 f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    try:
+    with headless_chromium() as driver:
         driver.get(url)
         wait = WebDriverWait(driver, 60)
         # The examples are listed in file order (digit_0, 2, 3, ...): the third is digit_3.png.
@@ -371,6 +353,3 @@ def test_browser_submits_an_example_and_shows_the_label(served, model_dirs):
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "demo.png"))
         assert (ARTIFACTS / "demo.png").stat().st_size > 10_000
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)

@@ -11,17 +11,16 @@ import argparse
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from browser import headless_chromium, needs_browser
 from heads_helpers import save_tiny_llama
 
 gr = pytest.importorskip("gradio")
@@ -220,13 +219,31 @@ def test_bad_inputs_give_a_message_on_every_tab(served, tmp_path, monkeypatch, c
     assert "Traceback" not in str(error.value)
 
 
+def test_the_shipped_examples_are_what_the_builtins_write(tmp_path):
+    """spaces/examples/<task>/ is `write_task_examples` output: the builtins' first test examples, as files."""
+    from hf_frozenlm.hub.space import EXAMPLE_TASKS, write_task_examples
+
+    written = write_task_examples(tmp_path)
+    shipped = sorted(p.relative_to(EXAMPLES) for task in EXAMPLE_TASKS for p in (EXAMPLES / task).iterdir())
+    assert sorted(p.relative_to(tmp_path) for p in written) == shipped
+    readers = {".webm": demo_video.decode_frames, ".npy": demo_points.read_cloud, ".npz": demo_points.read_cloud,
+               ".png": lambda path: np.asarray(Image_open(path)),
+               ".json": lambda path: json.loads(Path(path).read_text(encoding="utf-8"))}
+    for name in shipped:  # equal content (clips: lossless VP9, so equal decoded frames)
+        fresh, committed = (readers[name.suffix](str(folder / name)) for folder in (tmp_path, EXAMPLES))
+        assert np.array_equal(fresh, committed) if isinstance(fresh, np.ndarray) else fresh == committed, name
+    total = sum(p.stat().st_size for p in EXAMPLES.rglob("*") if p.is_file())
+    assert total < 1_000_000  # the examples stay small
+
+
 def test_every_input_kind_has_one_limit():
     assert set(app.limits()) == {"image", "video", "point cloud", "question", "scene", "text", "candidates"}
 
 
 def test_token_layouts_agree_with_the_task_contract(task_models):
-    """The Space's portable token layout (from the config alone) is the task contract's token grid, and its maps are
-    `hf_frozenlm.analysis`'s for the same stages, for every trunk with a grid."""
+    """The Space's portable token layout (from the config alone; the tasks' token grids are built on it) gives the task
+    contract's token grid, and the Space's maps (its own hooks) are `hf_frozenlm.analysis`'s (the TokenRecorder's) for
+    the same stages, for every trunk with a grid."""
     from hf_frozenlm.analysis import token_activations_all
     from hf_frozenlm.analysis.frozenlm_maps import run_with_maps
     from hf_frozenlm.training.loading import load_trained_model
@@ -304,7 +321,6 @@ def test_push_space_lists_every_model_and_the_folder_runs_every_tab_without_hf_f
                         "predict_retrieval", "predict_qa3d"]
 
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 # tab title -> (its API name, text the status shows once the answer arrived)
 BROWSER_TABS = {
     "Image classification": ("predict", "Predicted"),
@@ -317,27 +333,15 @@ BROWSER_TABS = {
 }
 
 
-# Skipped only outside CI (a user without the browser); in CI `make setup` installs it, so a missing browser fails.
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("CI"),
-                    reason="needs Debian's chromium and chromium-driver (make setup)")
+@needs_browser
 def test_browser_runs_every_tabs_example_and_shows_the_answer(served):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     url, _, _ = served
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1250",
-                 f"--user-data-dir={profile}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     ARTIFACTS.mkdir(exist_ok=True)
-    try:
+    with headless_chromium(1400, 1250) as driver:
         driver.get(url)
         wait = WebDriverWait(driver, 60)
         for title, (api_name, answer) in BROWSER_TABS.items():
@@ -356,6 +360,3 @@ def test_browser_runs_every_tabs_example_and_shows_the_answer(served):
             time.sleep(0.7)  # let images and the 3D view finish painting before the screenshot
             driver.save_screenshot(str(ARTIFACTS / f"demo_{api_name}.png"))
             assert (ARTIFACTS / f"demo_{api_name}.png").stat().st_size > 10_000
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)

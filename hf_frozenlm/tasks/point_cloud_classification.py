@@ -146,13 +146,12 @@ def point_group_grid(model, inputs: dict) -> TokenGrid:
     """A Point-BERT model's tokens as a set: the point groups after the CLS token, positioned at their centers (the same
     farthest-point samples the model groups around). Point-BERT's attention runs on sdpa and returns no weights, so
     there is no trunk CLS-attention map (`trunk_attention` None); the LLM block's maps are available."""
-    import torch
+    from ..analysis.frozenlm_maps import token_layout  # the Space's copy of the layout: one definition
 
     base = model.base_model
-    with torch.no_grad():
-        _, centers = base.embeddings.group(inputs["point_values"].to(base.embeddings.group_projection.weight.dtype))
-    return TokenGrid(block=base.frozen_lm, trunk_attention=None, num_prefix_tokens=1,
-                     grid_shape=(base.config.num_groups,), positions=centers)
+    layout = token_layout(base, inputs)
+    return TokenGrid(block=base.frozen_lm, trunk_attention=None, num_prefix_tokens=layout.num_prefix_tokens,
+                     grid_shape=layout.grid_shape, positions=layout.positions)
 
 
 TASK = PointCloudClassificationTask()

@@ -184,16 +184,14 @@ print(features.shape)
 
     # -- analysis -------------------------------------------------------------------------------------------
     def token_grid(self, model, inputs: dict) -> TokenGrid:
+        from ..analysis.frozenlm_maps import token_layout  # the Space's copy of the layout: one definition
+
         base = model.base_model
-        vision = base.config.vision_config
-        patch = vision.patch_size
-        patch_h, patch_w = (patch, patch) if isinstance(patch, int) else tuple(patch)
-        frames, height, width = inputs["pixel_values"].shape[1], *inputs["pixel_values"].shape[-2:]
         # VideoMAE's tokens are its tubelet embedding flattened row-major over (time, height, width), no CLS; the
         # self-attention (not its output wrapper) is the module that returns (output, weights) under eager.
+        layout = token_layout(base, inputs)
         return TokenGrid(block=base.frozen_lm, trunk_attention=base.videomae.encoder.layer[-1].attention.attention,
-                         num_prefix_tokens=0,
-                         grid_shape=(frames // vision.tubelet_size, height // patch_h, width // patch_w))
+                         num_prefix_tokens=layout.num_prefix_tokens, grid_shape=layout.grid_shape)
 
 
 TASK = VideoClassificationTask()

@@ -90,11 +90,12 @@ def vilt_token_grid(model, inputs: dict) -> TokenGrid:
     if pixel_mask is not None and not bool(pixel_mask.bool().all()):
         raise UsageError("The images of this batch are padded to a common size (pixel_mask has zeros), so their "
                          "patches do not tile each image: analyse images of one size.")
-    patch = base.config.vilt_config.patch_size
-    height, width = pixel_values.shape[-2:]
+    from ..analysis.frozenlm_maps import token_layout  # the Space's copy of the layout: one definition
+
+    layout = token_layout(base, inputs)
     # ViLT's attention returns its weights only when a forward asks for them, so the trunk attention map is not offered.
-    return TokenGrid(block=base.frozen_lm, trunk_attention=None, num_prefix_tokens=input_ids.shape[1] + 1,
-                     grid_shape=(height // patch, width // patch))
+    return TokenGrid(block=base.frozen_lm, trunk_attention=None, num_prefix_tokens=layout.num_prefix_tokens,
+                     grid_shape=layout.grid_shape)
 
 
 def sample_images(data: TaskData, folder: str, indices: list[int]) -> list[str]:

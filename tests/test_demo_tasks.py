@@ -172,7 +172,7 @@ def _write(path: Path, content) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("case", ["video not a video", "video too long", "cloud wrong shape", "cloud too many points",
+@pytest.mark.parametrize("case", ["video not a video", "video too long", "video frames too large", "cloud wrong shape", "cloud too many points",
                                   "scene not json", "scene too large", "vqa empty question", "vqa long question",
                                   "retrieval too many captions", "qa3d empty question", "qa3d no colours"])
 def test_bad_inputs_give_a_message_on_every_tab(served, tmp_path, monkeypatch, case):
@@ -188,6 +188,9 @@ def test_bad_inputs_give_a_message_on_every_tab(served, tmp_path, monkeypatch, c
     elif case == "video too long":  # the server runs in this process: the limit is lowered for the test
         monkeypatch.setattr(demo_video, "MAX_VIDEO_FRAMES", 4)
         call, message = ("/predict_video", [video]), "the demo takes up to 4. Please trim it"
+    elif case == "video frames too large":  # refused on the stream header, before any frame is decoded
+        monkeypatch.setattr(demo_video, "MAX_FRAME_PIXELS", 100)
+        call, message = ("/predict_video", [video]), "is 32x32 per frame; the demo takes up to"
     elif case == "cloud wrong shape":
         call = "/predict_points", [(_write(tmp_path / "flat.npy", np.zeros((10, 2), np.float32)))]
         message = "expected (points, 3 or more)"

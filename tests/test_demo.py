@@ -6,7 +6,6 @@ to a temp folder; the app is launched once for the module.
 """
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from browser import headless_chromium, needs_browser
+from space_helpers import headless_chromium, needs_browser, served_locally
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +24,7 @@ EXAMPLE = SPACE / "examples" / "digit_3.png"
 ARTIFACTS = ROOT / "test-artifacts"
 
 gr = pytest.importorskip("gradio")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from hf_frozenlm.spaces import app, demo_image  # noqa: E402
@@ -55,23 +54,11 @@ def model_dirs(tmp_path_factory, tiny_digits_model):
     return _save(tiny_digits_model(), root / "model"), _save(baseline, root / "baseline")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served(model_dirs):
-    """(url, gradio_client.Client) of the app serving the model with its baseline."""
-    demo = app.build_demo(*model_dirs)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        yield url, Client(url, verbose=False), demo
-    finally:
-        demo.close()
+    """(url, gradio_client.Client, demo) of the app serving the model with its baseline."""
+    with served_locally(app.build_demo(*model_dirs)) as served:
+        yield served
 
 
 def _sketch(tmp_path, draw=True) -> dict:

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from browser import headless_chromium, needs_browser
+from space_helpers import headless_chromium, needs_browser, served_locally
 from heads_helpers import save_tiny_llama
 
 gr = pytest.importorskip("gradio")
 pytest.importorskip("plotly")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from hf_frozenlm.cli import main  # noqa: E402
@@ -55,16 +54,8 @@ def task_models(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def served(task_models):
     """(url, client, demo): one app with a tab per task."""
-    demo = app.build_demo([task_models[task] for task in TASK_NAMES])
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        yield url, Client(url, verbose=False), demo
-    finally:
-        demo.close()
+    with served_locally(app.build_demo([task_models[task] for task in TASK_NAMES])) as served:
+        yield served
 
 
 def example(task: str, pattern: str) -> str:

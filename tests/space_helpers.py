@@ -1,10 +1,12 @@
-"""Headless Debian Chromium through selenium, for the Space's browser tests (tests/test_demo*.py)."""
+"""The Space's tests (tests/test_demo*.py): an app served on 127.0.0.1 with its client, and headless Debian Chromium
+through selenium."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+import socket
 import tempfile
 
 import pytest
@@ -37,3 +39,21 @@ def headless_chromium(width: int = 1400, height: int = 1100):
     finally:
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def served_locally(demo):
+    """(url, gradio_client.Client, demo) of `demo` launched on a free port of 127.0.0.1 with the Space's options."""
+    from gradio_client import Client
+
+    from hf_frozenlm.spaces import app
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_OPTIONS)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        yield url, Client(url, verbose=False), demo
+    finally:
+        demo.close()

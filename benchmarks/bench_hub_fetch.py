@@ -10,7 +10,8 @@ every body byte it sends. Methods:
                  the last layer, then reading the layer from them
   (c) ranges     hf_frozenlm.load_llm_layers(repo, [-1]): the shards' headers, then the layer's byte ranges
   (c) cached     the same call again with the cache of (c): no layer bytes travel
-The last layer is read (it straddles two shards at N = 32, as layer 31 of Llama-2-7b-hf does).
+The last layer is read. Before each method the page cache's dirty pages are written back (`os.sync`), so no method
+pays for the previous one's writes.
 
 Run:  python benchmarks/bench_hub_fetch.py                               (N = 8, unthrottled, ~3.5 GB temp)
       python benchmarks/bench_hub_fetch.py --layers 32 --bandwidth 100   (N = 32, 100 MB/s link, ~31 GB temp)
@@ -71,6 +72,7 @@ def worker(method: str, n_layers: int) -> dict:
 def run_method(method: str, hub, n_layers: int, cache: Path) -> dict:
     if method != "cached":  # (c) again reuses the cache that (c) filled
         shutil.rmtree(cache, ignore_errors=True)
+    os.sync()  # no method pays for writing back the gigabytes a previous one left in the page cache
     hub.reset_counts()
     env_before = dict(os.environ)
     os.environ.update(HF_ENDPOINT=hub.url, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="0",

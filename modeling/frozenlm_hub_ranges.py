@@ -81,7 +81,7 @@ def resolve_commit(repo_id: str, revision: str | None, token, cache_dir) -> str:
             f"no layers of its revision {revision!r} are cached on this machine. Connect to the network once to fetch "
             "them, or pass a local folder / .gguf file / Meta folder as the LLM source."
         ) from error
-    _write_atomically(ref_file, commit.encode())
+    _write_atomically(ref_file, lambda temporary: Path(temporary).write_text(commit))
     return commit
 
 
@@ -121,6 +121,7 @@ class RemoteFile:
 
     def read(self, start: int, length: int, *, to_end_ok: bool = False) -> bytearray:
         """Bytes [start, start+length) of the file; `to_end_ok`: fewer when the file ends first (header probes)."""
+        from huggingface_hub.errors import OfflineModeIsEnabled
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
         buffer, received, tries = bytearray(length), 0, 0
@@ -158,6 +159,11 @@ class RemoteFile:
                         self.bytes_received += len(chunk)
             except _transport_errors():
                 continue  # dropped mid-body: ask again for what is still missing
+            except OfflineModeIsEnabled as error:
+                raise LLMSourceNotFoundError(
+                    f"Cannot fetch {self} from the Hub (offline, or not cached): these tensors are not in the layer "
+                    "cache. Connect to the network once to fetch them, or pass a local copy of the LLM."
+                ) from error
         return buffer
 
     def _check_response(self, response, first: int, last: int, to_end_ok: bool) -> int:
@@ -288,20 +294,20 @@ def fetch_gguf_header(remote: RemoteFile, destination: Path):
     while True:
         if remote.size is None or len(prefix) < remote.size:
             prefix += remote.read(len(prefix), wanted - len(prefix), to_end_ok=True)
-        _write_atomically(destination, bytes(prefix))
+        whole_file = remote.size is not None and len(prefix) >= remote.size
+        _write_atomically(destination, lambda temporary: Path(temporary).write_bytes(prefix))
         try:
             reader = gguf_header_reader(destination)
+            past_end = whole_file and reader.data_offset > len(prefix)
+            problem = "its data would start past its end" if past_end else None
         except Exception as error:  # the parser ran past the prefix (or the file is no GGUF)
-            if remote.size is not None and len(prefix) >= remote.size:
-                destination.unlink(missing_ok=True)
-                raise LLMCheckpointError(
-                    f"Could not read {remote} as GGUF: it looks truncated or corrupt ({type(error).__name__}: {error})."
-                ) from error
-            wanted = len(prefix) * 4
-            continue
-        if reader.data_offset <= len(prefix):  # the parse never read past what was fetched
+            reader, problem = None, f"{type(error).__name__}: {error}"
+        if problem and whole_file:
+            destination.unlink(missing_ok=True)
+            raise LLMCheckpointError(f"Could not read {remote} as GGUF: it looks truncated or corrupt ({problem}).")
+        if reader is not None and reader.data_offset <= len(prefix):  # the parse never read past what was fetched
             return reader
-        wanted = reader.data_offset
+        wanted = reader.data_offset if reader is not None else len(prefix) * 4
 
 
 def gguf_array(raw, tensor_type, dims):
@@ -354,22 +360,23 @@ class LayerCache:
         return tensors, record
 
     def save(self, index: int, tensors: dict[str, torch.Tensor], record: dict) -> dict:
-        from safetensors.torch import save
+        from safetensors.torch import save_file
 
         record = {"repo_id": self.repo_id, "commit": self.commit, "layer": index, **record,
                   "sha256": layer_states_sha256([tensors])}
         contiguous = {key: tensor.contiguous() for key, tensor in tensors.items()}
-        _write_atomically(self.path(index), save(contiguous, metadata={"frozenlm_fetch": json.dumps(record)}))
+        metadata = {"frozenlm_fetch": json.dumps(record)}
+        _write_atomically(self.path(index), lambda temporary: save_file(contiguous, temporary, metadata=metadata))
         return record
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a crash never leaves a half-written cache entry."""
+def _write_atomically(path: Path, write) -> None:
+    """`write(temporary_path)` beside `path`, then rename: a crash never leaves a half-written cache entry."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(handle)
     try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

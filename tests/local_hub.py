@@ -120,11 +120,12 @@ class LocalHub:
             return self._range_gets[key]
 
     def reserve_link(self, size: int) -> float:
-        """Reserve the shared link for `size` bytes; returns when they will have gone (all connections share it)."""
+        """Reserve the shared link for `size` bytes; returns when they may start (when the bytes reserved before
+        them, by any connection, have gone at the link's bandwidth)."""
         with self._lock:
             start = max(time.perf_counter(), self._link_free_at)
             self._link_free_at = start + size / self.faults.bandwidth
-            return self._link_free_at
+            return start
 
     def take_drop(self, status: int, length: int) -> int | None:
         with self._lock:
@@ -138,6 +139,9 @@ class LocalHub:
 def _handler_for(hub: LocalHub):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as huggingface_hub's client expects
+        # Send each write at once: with Nagle's algorithm a throttled sender's last segment of every chunk waits for
+        # the client's delayed ACK (~40 ms), which caps one connection far below the link's bandwidth.
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):  # quiet: tests read hub.requests instead
             pass
@@ -264,7 +268,7 @@ def _handler_for(hub: LocalHub):
                                 self.connection.shutdown(socket.SHUT_RDWR)
                                 break
                         data = handle.read(size)
-                        if hub.faults.bandwidth:  # throttle: each chunk waits for its slot on the shared link
+                        if hub.faults.bandwidth:  # throttle: each chunk waits for its turn on the shared link
                             time.sleep(max(0.0, hub.reserve_link(len(data)) - time.perf_counter()))
                         self.wfile.write(data)
                         sent += len(data)

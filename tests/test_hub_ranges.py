@@ -36,7 +36,11 @@ def repos(tmp_path_factory):
     (sharded / "model.safetensors").unlink(missing_ok=True)
     (root / "gguf").mkdir()
     os.symlink(smollm2_gguf_path(), root / "gguf" / "smol.gguf")
-    return {REPO: sharded, "tiny/single": root / "single", GGUF_REPO: root / "gguf"}
+    (root / "truncated").mkdir()
+    with open(smollm2_gguf_path(), "rb") as source:  # ends inside its header (the tokenizer's merges)
+        (root / "truncated" / "smol.gguf").write_bytes(source.read(1_000_000))
+    return {REPO: sharded, "tiny/single": root / "single", GGUF_REPO: root / "gguf",
+            "tiny/truncated": root / "truncated"}
 
 
 @pytest.fixture
@@ -117,6 +121,19 @@ def test_corrupt_cached_layer_is_fetched_again(hub, repos):
     assert data_requests(hub, ".safetensors")
 
 
+def test_offline_a_cached_layer_loads_and_an_uncached_one_is_a_clear_error(hub, repos, monkeypatch):
+    from hf_frozenlm.modeling.frozenlm_loading import LLMSourceNotFoundError
+
+    load_llm_layers(REPO, [-1])
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub.reset_counts()
+    _, states, _ = load_llm_layers(REPO, [-1])
+    assert_same(states, load_llm_layers(repos[REPO], [-1])[1])
+    with pytest.raises(LLMSourceNotFoundError, match="offline, or not cached"):
+        load_llm_layers(REPO, [0])
+    assert hub.requests == []
+
+
 # -- server faults ----------------------------------------------------------------------------------------
 def test_server_that_ignores_range_falls_back_to_whole_shards_with_a_warning(hub, repos):
     hub.faults.ignore_range = True
@@ -173,6 +190,13 @@ def test_gguf_layer_from_the_hub_equals_the_local_file(hub, smollm2_last_layer):
     assert load_llm_layers(GGUF_REPO, [-1], gguf_file="smol.gguf")[2]["sha256"] == local["sha256"]
     assert load_llm_config(f"hf://{GGUF_REPO}/smol.gguf").num_hidden_layers == 30
     assert not [r for r in hub.requests if "/resolve/" in r.path]
+
+
+def test_truncated_gguf_on_the_hub_is_a_clear_error(hub):
+    from hf_frozenlm.modeling.frozenlm_loading import LLMCheckpointError
+
+    with pytest.raises(LLMCheckpointError, match="looks truncated or corrupt"):
+        load_llm_layers("hf://tiny/truncated/smol.gguf", [-1])
 
 
 # -- fresh processes: HF_ENDPOINT, offline reuse, a slim checkpoint as remote code ------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from heads_helpers import assert_llm_frozen, llm_tensors, run_remote, save_tiny_llama, tiny_llama, train_steps
+from motion_helpers import write_argoverse_csv, write_lanes
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel
 
@@ -71,27 +72,6 @@ def saved(tmp_path_factory):
     model.save_pretrained(folder)
     EXTRACTOR.save_pretrained(folder)
     return folder, model
-
-
-def write_argoverse_csv(path, future=True):
-    rows = ["TIMESTAMP,TRACK_ID,OBJECT_TYPE,X,Y,CITY_NAME"]
-    for step in range(50 if future else 20):
-        time = 315970000.0 + step / 10
-        rows.append(f"{time},agent-1,AGENT,{100 + step * 1.0},{200.0},PIT")
-        if step < 20:
-            rows.append(f"{time},av-0,AV,{100 + step * 0.5},{204.0},PIT")
-        if step % 2 == 0 and step < 20:
-            rows.append(f"{time},other-2,OTHERS,{90.0},{190 + step * 0.2},PIT")
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
-def write_lanes(path):
-    path.write_text(json.dumps({
-        "PIT": [[[80.0 + i, 200.0] for i in range(60)], [[5000.0, 0.0], [5001.0, 0.0]]],  # one near, one far
-        "MIA": [[[0.0, 0.0], [1.0, 0.0]]],
-    }))
-    return path
 
 
 def test_frozen_stays_frozen_through_training(scenes, smollm2_last_layer):

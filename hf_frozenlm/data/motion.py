@@ -15,6 +15,7 @@ A scene JSON file holds one such dict ({"agent": [[x, y], ...], "others": [...],
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,13 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .frozenlm_argoverse import (
+    FUTURE_STEPS,
+    HISTORY_STEPS,
+    LANE_RADIUS,
+    ArgoverseFormatError,
+    read_argoverse_csv,
+    read_lane_centerlines,
+)
 
 HZ = 10
-HISTORY_STEPS = 20  # 2 s
-FUTURE_STEPS = 30  # 3 s
 BUILTIN_SCENES = 2000  # road-scenes without a size: 1400 train / 200 validation / 400 test
 BUILTIN_SEED = 0  # the scenes are the same for every run (a prefix for smaller sizes); --split_seed splits them
-LANE_RADIUS = 50.0  # metres: Argoverse lanes with a point this close to the agent's last position are kept
 
 
 def scene_features():
@@ -217,88 +223,30 @@ def builtin_road_scenes(num_scenes: int, seed: int = BUILTIN_SEED) -> list[dict]
 
 # -- Argoverse 1 forecasting CSVs -------------------------------------------------------------------------------
 def load_lane_centerlines(path) -> dict[str, list[np.ndarray]]:
-    """Lane centerlines the user supplies: a JSON file {"CITY_NAME": [[[x, y], ...], ...], ...} (city coordinates,
+    """Lane centerlines the user supplies: a JSON file {"CITY_NAME": [[[x, y], ...], ...]} (city coordinates,
     metres, one list of points per centerline, in driving direction), or a folder of `<CITY_NAME>.json` files each
     holding the list of centerlines of one city."""
-    path = Path(path)
-    try:
-        if path.is_dir():
-            cities = {file.stem: json.loads(file.read_text(encoding="utf-8")) for file in sorted(path.glob("*.json"))}
-        elif path.is_file():
-            cities = json.loads(path.read_text(encoding="utf-8"))
-        else:
-            raise DataError(f"Lane centerline file or folder {path} does not exist.")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataError(f"Cannot read lane centerlines from {path} ({error}).") from error
-    if not isinstance(cities, dict) or not cities:
-        raise DataError(f"{path}: expected a JSON object mapping city names to lists of centerlines, e.g. "
-                        '{"PIT": [[[x, y], ...], ...]}, or a folder of <CITY>.json files.')
-    result = {}
-    for city, lanes in cities.items():
-        if not isinstance(lanes, list):
-            raise DataError(f"{path}: city {city}: expected a list of centerlines; got {type(lanes).__name__}.")
-        arrays = []
-        for lane in lanes:
-            try:
-                arrays.append(np.asarray(lane, np.float64))
-            except (TypeError, ValueError):
-                arrays.append(np.zeros(0))
-        bad = [i for i, lane in enumerate(arrays) if lane.ndim != 2 or lane.shape[1] != 2 or len(lane) < 2
-               or not np.isfinite(lane).all()]
-        if bad:
-            raise DataError(f"{path}: city {city}: centerlines {bad[:5]} are not lists of >= 2 finite [x, y] points.")
-        result[city] = arrays
-    return result
+    with _as_data_error():
+        return read_lane_centerlines(path)
 
 
 def load_argoverse_csv(csv_path, lanes: dict[str, list[np.ndarray]] | None = None,
                        lane_radius: float = LANE_RADIUS) -> dict:
     """One Argoverse 1 forecasting sequence (columns TIMESTAMP, TRACK_ID, OBJECT_TYPE, X, Y, CITY_NAME; 10 Hz; the
-    first 20 timestamps observed, the next 30 the future) -> a scene. The AGENT track is the target; AV and OTHERS
-    tracks observed in the first 2 s are the other agents; centerlines of the sequence's city with a point within
-    `lane_radius` metres of the agent's last observed position are the lanes. A test-split file (20 timestamps only)
-    gives a scene without a future."""
-    import pandas as pd
-
-    try:
-        table = pd.read_csv(csv_path)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise DataError(f"Cannot read {csv_path} as an Argoverse CSV ({error}).") from error
-    required = {"TIMESTAMP", "TRACK_ID", "OBJECT_TYPE", "X", "Y", "CITY_NAME"}
-    if missing := required - set(table.columns):
-        raise DataError(f"{csv_path}: missing Argoverse columns {sorted(missing)} (a forecasting CSV has "
-                        "TIMESTAMP, TRACK_ID, OBJECT_TYPE, X, Y, CITY_NAME).")
-    timestamps = np.sort(table["TIMESTAMP"].unique())
-    if len(timestamps) < HISTORY_STEPS:
-        raise DataError(f"{csv_path}: {len(timestamps)} timestamps; a sequence needs >= {HISTORY_STEPS} "
-                        "(2 s observed).")
-    observed = set(timestamps[:HISTORY_STEPS])
-    agent = table[table["OBJECT_TYPE"] == "AGENT"].sort_values("TIMESTAMP")
-    if agent.empty:
-        raise DataError(f"{csv_path}: no row has OBJECT_TYPE AGENT (the track to forecast).")
-    agent_observed = agent[agent["TIMESTAMP"].isin(observed)][["X", "Y"]].to_numpy()
-    if len(agent_observed) != HISTORY_STEPS:
-        raise DataError(f"{csv_path}: the AGENT is observed at {len(agent_observed)} of the first 20 timestamps.")
-    future = None
-    if len(timestamps) >= HISTORY_STEPS + FUTURE_STEPS:
-        future = agent[agent["TIMESTAMP"].isin(set(timestamps[HISTORY_STEPS:HISTORY_STEPS + FUTURE_STEPS]))]
-        future = future[["X", "Y"]].to_numpy()
-        if len(future) != FUTURE_STEPS:
-            raise DataError(f"{csv_path}: the AGENT has {len(future)} of its 30 future points.")
-    others = []
-    rest = table[(table["OBJECT_TYPE"] != "AGENT") & table["TIMESTAMP"].isin(observed)]
-    for _, track in rest.sort_values("TIMESTAMP").groupby("TRACK_ID", sort=True):
-        others.append(track[["X", "Y"]].to_numpy())
-    city_lanes = []
-    if lanes is not None:
-        city = str(table["CITY_NAME"].iloc[0])
-        if city not in lanes:
-            raise DataError(f"{csv_path}: no lane centerlines for city {city!r} (the lanes file has {sorted(lanes)}).")
-        last = agent_observed[-1]
-        city_lanes = [lane for lane in lanes[city] if np.linalg.norm(lane - last, axis=1).min() <= lane_radius]
-    scene = {"scene_id": Path(csv_path).stem, "agent": agent_observed, "others": others, "lanes": city_lanes,
-             "future": future}
+    first 20 timestamps observed, the next 30 the future) -> a checked scene (`frozenlm_argoverse.read_argoverse_csv`,
+    the reader the Space shares). A test-split file (20 timestamps only) gives a scene without a future."""
+    with _as_data_error():
+        scene = read_argoverse_csv(csv_path, lanes, lane_radius)
     return check_scene(scene, str(csv_path))
+
+
+@contextlib.contextmanager
+def _as_data_error():
+    """The portable reader's errors as hf_frozenlm's DataError (the CLI prints those as one line, exit code 2)."""
+    try:
+        yield
+    except ArgoverseFormatError as error:
+        raise DataError(str(error)) from error
 
 
 def load_argoverse_folder(folder, lanes_path=None, lane_radius: float = LANE_RADIUS) -> list[dict]:

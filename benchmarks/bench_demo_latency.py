@@ -72,6 +72,8 @@ def tab_example_calls(task: str) -> list[list]:
         return [[path, options["question"][index % len(options["question"])]] for index, path in enumerate(files)]
     if "texts" in options:
         return [[path, "\n".join(options["texts"])] for path in files]
+    if task == "motion-forecasting":  # scene JSON files: no lanes file beside them
+        return [[path, None] for path in files]
     return [[path] for path in files]
 
 

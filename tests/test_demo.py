@@ -228,7 +228,7 @@ def test_assembled_space_runs_without_hf_frozenlm(tmp_path, model_dirs):
     files = assemble_space(folder, model_id=model_dirs[0])
     assert sorted(p.name for p in files if p.parent == folder) == [
         "README.md", "app.py", "demo_common.py", "demo_image.py", "demo_motion.py", "demo_points.py", "demo_video.py",
-        "demo_vilt.py", "frozenlm_maps.py", "frozenlm_motion_plot.py", "requirements.txt"]
+        "demo_vilt.py", "frozenlm_argoverse.py", "frozenlm_maps.py", "frozenlm_motion_plot.py", "requirements.txt"]
     assert not (folder / "__init__.py").exists()
     script = (
         "import sys; sys.modules['hf_frozenlm'] = None\n"  # any import of the package fails

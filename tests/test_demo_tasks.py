@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from space_helpers import headless_chromium, needs_browser, served_locally
 from heads_helpers import save_tiny_llama
+from motion_helpers import write_argoverse_csv, write_lanes
+from space_helpers import headless_chromium, needs_browser, served_locally
 
 gr = pytest.importorskip("gradio")
 pytest.importorskip("plotly")
@@ -72,10 +73,12 @@ def example_call(task: str):
     if task == "image-classification":
         path = str(EXAMPLES / "digit_3.png")
         return "/predict", [path], path, []
-    if task in ("video-classification", "point-cloud-classification", "motion-forecasting"):
-        path = example(task, {"video-classification": "*.webm", "point-cloud-classification": "*.npy",
-                              "motion-forecasting": "scene_*.json"}[task])
+    if task in ("video-classification", "point-cloud-classification"):
+        path = example(task, {"video-classification": "*.webm", "point-cloud-classification": "*.npy"}[task])
         return "/" + app.API_NAMES[task], [path], path, []
+    if task == "motion-forecasting":  # no lanes file: a scene JSON carries its own lanes
+        path = example(task, "scene_*.json")
+        return "/predict_motion", [path, None], path, []
     if task == "visual-question-answering":
         path, question = example(task, "*.png"), options_of(task)["question"][0]
         return "/predict_vqa", [path, question], path, ["--question", question]
@@ -139,6 +142,25 @@ def test_each_tab_answers_its_example_as_predict_does(served, task_models, task)
         assert scatter["type"] == "scatter3d" and len(scatter["x"]) == len(scatter["marker"]["color"]) > 0
 
 
+def test_motion_tab_reads_an_argoverse_csv_with_its_lanes_as_predict_does(served, task_models, tmp_path):
+    """An uploaded Argoverse CSV, with a lanes file and without (no map then, as `predict` without --lanes), gives
+    the forecast the task contract gives for the same files: probabilities and minADE / minFDE."""
+    _, client, _ = served
+    csv, lanes = str(write_argoverse_csv(tmp_path / "sequence.csv")), str(write_lanes(tmp_path / "lanes.json"))
+    answers = []
+    for lanes_file, extra in ((lanes, ["--lanes", lanes]), (None, [])):
+        plot, modes, status = client.predict(*over_http("/predict_motion", [csv, lanes_file]),
+                                             api_name="/predict_motion")
+        reference = contract_prediction(task_models["motion-forecasting"], csv, extra)
+        probabilities = [c["confidence"] for c in modes["confidences"]]
+        assert probabilities == pytest.approx([f["probability"] for f in reference["forecasts"]], abs=1e-5)
+        metrics = reference["future_metrics"]
+        assert f"minADE **{metrics['minADE']:.2f} m**, minFDE **{metrics['minFDE']:.2f} m**" in status
+        assert ("No lanes file: forecast without a map" in status) == (lanes_file is None)
+        answers.append(probabilities)
+    assert answers[0] != pytest.approx(answers[1], abs=1e-5)  # the lanes reached the model
+
+
 def Image_open(value):  # noqa: N802 - a gradio Image output is a path (or a dict with one)
     from PIL import Image
 
@@ -164,7 +186,9 @@ def _write(path: Path, content) -> str:
 
 
 @pytest.mark.parametrize("case", ["video not a video", "video too long", "video frames too large", "cloud wrong shape", "cloud too many points",
-                                  "scene not json", "scene too large", "vqa empty question", "vqa long question",
+                                  "scene not json", "scene too large", "csv missing columns", "csv not a number",
+                                  "csv lanes of another city", "lanes too large", "vqa empty question",
+                                  "vqa long question",
                                   "retrieval too many captions", "qa3d empty question", "qa3d no colours"])
 def test_bad_inputs_give_a_message_on_every_tab(served, tmp_path, monkeypatch, case):
     _, client, _ = served
@@ -189,11 +213,25 @@ def test_bad_inputs_give_a_message_on_every_tab(served, tmp_path, monkeypatch, c
         monkeypatch.setattr(demo_points, "MAX_POINTS", 100)
         call, message = ("/predict_points", [(cloud)]), "the demo takes up to 100. Please subsample it"
     elif case == "scene not json":
-        call = "/predict_motion", [(_write(tmp_path / "scene.json", "{not json"))]
+        call = "/predict_motion", [_write(tmp_path / "scene.json", "{not json"), None]
         message = "is not a scene JSON file"
     elif case == "scene too large":
         monkeypatch.setattr(demo_motion, "MAX_SCENE_BYTES", 1000)
-        call, message = ("/predict_motion", [(scene)]), "Keep the lanes near the agent"
+        call, message = ("/predict_motion", [scene, None]), "Keep the lanes near the agent"
+    elif case == "csv missing columns":
+        call = "/predict_motion", [_write(tmp_path / "track.csv", "TIMESTAMP,X,Y\n0,1,2\n"), None]
+        message = "track.csv: missing Argoverse columns ['CITY_NAME', 'OBJECT_TYPE', 'TRACK_ID']"
+    elif case == "csv not a number":
+        text = write_argoverse_csv(tmp_path / "track.csv").read_text().replace(",100.0,200.0,", ",100.0,north,", 1)
+        call, message = ("/predict_motion", [_write(tmp_path / "track.csv", text), None]), "line 2: Y is 'north'"
+    elif case == "csv lanes of another city":
+        lanes = _write(tmp_path / "lanes.json", json.dumps({"MIA": [[[0.0, 0.0], [1.0, 0.0]]]}))
+        call = "/predict_motion", [str(write_argoverse_csv(tmp_path / "track.csv")), lanes]
+        message = "track.csv: no lane centerlines for city 'PIT' (the lanes file has ['MIA'])"
+    elif case == "lanes too large":
+        lanes = _write(tmp_path / "lanes.json", json.dumps({"PIT": [[[0.0, 0.0], [1.0, 0.0]]] * 120_000}))
+        call = "/predict_motion", [str(write_argoverse_csv(tmp_path / "track.csv")), lanes]
+        message = "That lanes file is 3.1 MB; the demo takes up to 2 MB per file"
     elif case == "vqa empty question":
         call, message = ("/predict_vqa", [(vqa_image), "   "]), "The question is empty"
     elif case == "vqa long question":
@@ -210,7 +248,7 @@ def test_bad_inputs_give_a_message_on_every_tab(served, tmp_path, monkeypatch, c
     with pytest.raises(AppError) as error:
         client.predict(*over_http(call[0], call[1]), api_name=call[0])
     assert message in str(error.value)
-    assert "Traceback" not in str(error.value)
+    assert "Traceback" not in str(error.value) and "\n" not in str(error.value)
 
 
 def test_the_shipped_examples_are_what_the_builtins_write(tmp_path):
@@ -302,17 +340,20 @@ def test_push_space_lists_every_model_and_the_folder_runs_every_tab_without_hf_f
         "for (task, api_name), arguments in zip(demo.served_tasks, case['calls']):\n"
         "    out = handlers[api_name](*arguments)\n"
         "    print(api_name, next(o for o in out if isinstance(o, str)).split(' in ')[0])\n"
+        "print('predict_motion', handlers['predict_motion'](*case['argoverse'])[2])\n"  # the vendored CSV reader
     )
     case = tmp_path / "case.json"
+    argoverse = [str(write_argoverse_csv(tmp_path / "sequence.csv")), str(write_lanes(tmp_path / "lanes.json"))]
     case.write_text(json.dumps({"models": [task_models[t] for t in TASK_NAMES],
-                                "calls": [example_call(task)[1] for task in TASK_NAMES]}))
+                                "calls": [example_call(task)[1] for task in TASK_NAMES], "argoverse": argoverse}))
     env = {**os.environ, "PYTHONPATH": "", "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     result = subprocess.run([sys.executable, "-c", script, str(case)], cwd=tmp_path / "space", env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     answered = [line.split()[0] for line in result.stdout.splitlines() if line.startswith("predict")]
     assert answered == ["predict", "predict_video", "predict_points", "predict_motion", "predict_vqa",
-                        "predict_retrieval", "predict_qa3d"]
+                        "predict_retrieval", "predict_qa3d", "predict_motion"]
+    assert "forecasts in" in result.stdout.splitlines()[-1] and "minADE" in result.stdout.splitlines()[-1]
 
 
 # tab title -> (its API name, text the status shows once the answer arrived)

@@ -2,7 +2,8 @@
 
 spaces/ ships inside the package as `hf_frozenlm.spaces`, so `hf-frozenlm demo` runs the very app the Space
 runs. On the Space, hf_frozenlm is not installed: `assemble_space` adds the package modules the app needs
-(`frozenlm_maps.py`, torch only; `frozenlm_motion_plot.py`, matplotlib only) beside app.py and its tab modules.
+(`frozenlm_maps.py`, torch only; `frozenlm_motion_plot.py`, matplotlib only; `frozenlm_argoverse.py`, numpy only)
+beside app.py and its tab modules.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-# The modules the app imports from the package, copied beside app.py (each imports only pip packages).
-ANALYSIS_DIR = Path(__file__).resolve().parent.parent / "analysis"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # The files of spaces/ that make up the Space (the __init__.py that makes it a subpackage stays behind).
 SPACE_FILES = ("README.md", "app.py", "requirements.txt", "demo_common.py", "demo_image.py", "demo_video.py",
                "demo_points.py", "demo_motion.py", "demo_vilt.py")
-VENDORED_MODULES = ("frozenlm_maps.py", "frozenlm_motion_plot.py")
+# The modules the app imports from the package (paths in it), copied beside app.py (each imports only pip packages).
+VENDORED_MODULES = ("analysis/frozenlm_maps.py", "analysis/frozenlm_motion_plot.py", "data/frozenlm_argoverse.py")
 EXAMPLE_SUFFIXES = (".png", ".webm", ".npy", ".npz", ".json")
 EXAMPLE_DIGITS = (0, 2, 3, 5, 7, 9)
 
@@ -44,9 +45,10 @@ def assemble_space(out_dir, model_id: str | None = None, model_ids: list[str] | 
     for name in SPACE_FILES:
         shutil.copyfile(source / name, out_dir / name)
         written.append(out_dir / name)
-    for name in VENDORED_MODULES:
-        shutil.copyfile(ANALYSIS_DIR / name, out_dir / name)
-        written.append(out_dir / name)
+    for module in VENDORED_MODULES:
+        target = out_dir / Path(module).name
+        shutil.copyfile(PACKAGE_DIR / module, target)
+        written.append(target)
     for example in sorted((source / "examples").rglob("*")):
         if example.is_file() and example.suffix in EXAMPLE_SUFFIXES:  # the image digits and each task's folder
             target = out_dir / example.relative_to(source)

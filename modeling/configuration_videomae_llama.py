@@ -11,7 +11,8 @@ from .configuration_frozenlm import FrozenLMConfig
 class VideoMAELlamaConfig(FrozenLMConfig):
     r"""Composite config: `vision_config` (a transformers VideoMAEConfig: frames, tubelet, image and patch size,
     width, depth) plus the frozen-block fields of `FrozenLMConfig` (`llm_config`, `llm_layers`, `variant`,
-    `llm_dtype`, `llm_final_norm`, `llm_trainable`, `llm_source`).
+    `llm_dtype`, `llm_final_norm`, `llm_trainable`, `llm_source`), and `drop_path_rate`: stochastic depth over the
+    VideoMAE blocks (linear in depth; VideoMAE fine-tunes with 0.1; 0 by default; `frozenlm_stochastic_depth.py`).
 
     Example:
     ```python
@@ -27,6 +28,7 @@ class VideoMAELlamaConfig(FrozenLMConfig):
     }
 
     vision_config: dict | PreTrainedConfig | None = None
+    drop_path_rate: float = 0.0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

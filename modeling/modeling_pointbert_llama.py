@@ -29,6 +29,7 @@ from transformers.utils import can_return_tuple
 
 from .configuration_pointbert_llama import PointBertLlamaConfig, PointBertLlamaQAConfig
 from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel
+from .frozenlm_stochastic_depth import drop_path, drop_path_rates
 
 # Presets: Point-BERT's fine-tuning trunk (the paper's point-cloud experiments use "pointbert-small") and a tiny one
 # sized for the builtin 3D shapes and rooms (256 points in 16 groups of 16).
@@ -151,14 +152,6 @@ class PointBertLlamaEmbeddings(nn.Module):
         return tokens, positions, centers
 
 
-def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: drop a residual branch for whole samples, rescaling the kept ones."""
-    if rate == 0.0 or not training:
-        return x
-    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - rate)
-    return x * keep / (1.0 - rate)
-
-
 class PointBertLlamaAttention(nn.Module):
     def __init__(self, config: PointBertLlamaConfig):
         super().__init__()
@@ -231,7 +224,7 @@ class PointBertLlamaPreTrainedModel(FrozenLMPreTrainedModel):
     def build_trunk(self, config: PointBertLlamaConfig) -> None:
         """The trunk's modules, under the names `encode_points` reads."""
         self.embeddings = PointBertLlamaEmbeddings(config)
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        rates = drop_path_rates(config.drop_path_rate, config.num_hidden_layers)
         self.layers = nn.ModuleList(PointBertLlamaLayer(config, rate) for rate in rates)
 
     def get_input_embeddings(self):

@@ -16,6 +16,7 @@ from transformers.utils import can_return_tuple
 
 from .configuration_videomae_llama import VideoMAELlamaConfig
 from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel
+from .frozenlm_stochastic_depth import add_stochastic_depth
 
 # Presets: VideoMAE's fine-tuning sizes (depth 12, MLP ratio 4, 16 frames, tubelet 2, patch 16, 224 px) and a tiny
 # one sized for the builtin moving-shapes clips (8 frames of 32 px).
@@ -73,6 +74,8 @@ class VideoMAELlamaModel(VideoMAELlamaPreTrainedModel):
         super().__init__(config)
         # VideoMAEModel is used as a container of its parts: the frozen block sits after its last layer.
         self.videomae = VideoMAEModel(config.vision_config)
+        add_stochastic_depth(self.videomae.encoder.layer, config.drop_path_rate,
+                             branch_dropouts=("attention.output.dropout", "output.dropout"))
         hidden = config.vision_config.hidden_size
         self.frozen_lm = FrozenLMBlock(config, hidden)
         # VideoMAE fine-tuning's pooling: the mean token, then fc_norm (PyTorch's default eps, as VideoMAE's).

@@ -16,6 +16,7 @@ from transformers.utils import can_return_tuple
 
 from .configuration_vit_llama import ViTLlamaConfig
 from .frozenlm_block import FrozenLMBlock, FrozenLMPreTrainedModel
+from .frozenlm_stochastic_depth import add_stochastic_depth
 
 # Presets (timm/DeiT sizes): depth 12, MLP ratio 4, patch 16, 224 px; resize with trunk_kwargs.
 _VIT_COMMON = dict(num_hidden_layers=12, image_size=224, patch_size=16, qkv_bias=True, hidden_dropout_prob=0.0,
@@ -52,6 +53,8 @@ class ViTLlamaModel(ViTLlamaPreTrainedModel):
         # ViTModel is used as a container of its parts: the frozen block sits between its last layer and its
         # final LayerNorm, so its own forward (which fuses the two) is not called.
         self.vit = ViTModel(config.vision_config, add_pooling_layer=False)
+        # transformers' ViTLayer ends both residual branches with the same dropout: drop path goes there.
+        add_stochastic_depth(self.vit.layers, config.drop_path_rate, branch_dropouts=("dropout",))
         self.frozen_lm = FrozenLMBlock(config, config.vision_config.hidden_size)
         self.post_init()
 

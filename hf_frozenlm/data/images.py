@@ -132,6 +132,21 @@ def read_image_files(paths: list[str]) -> list[Image.Image]:
     return images
 
 
+def decode_image(value, min_size: int | None = None) -> Image.Image:
+    """A decoded PIL image from a PIL image or an undecoded `datasets.Image` value ({"bytes", "path"}).
+
+    min_size: decode a JPEG at the largest DCT reduction (1/2, 1/4, 1/8) that keeps both sides >= min_size (PIL's
+    draft mode), which skips most of the decoding work of large photos; other formats decode at full size.
+    """
+    if isinstance(value, Image.Image):
+        return value
+    image = Image.open(io.BytesIO(value["bytes"])) if value.get("bytes") is not None else Image.open(value["path"])
+    if min_size and image.format == "JPEG":
+        image.draft("RGB", (min_size, min_size))
+    image.load()
+    return image
+
+
 def _open_image(value) -> Image.Image:
     """Decode an undecoded `datasets.Image` value ({"bytes", "path"}) fully, so truncated files fail here."""
     if isinstance(value, Image.Image):
@@ -330,6 +345,46 @@ class RandomResizedCropFlip:
         if self.flip and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
+
+
+@dataclass
+class ImageAugmentation:
+    """DeiT's training augmentation in its order: random resized crop and flip, RandAugment (both on PIL images),
+    then, after the processor normalised the image, random erasing; all from the example's own generator."""
+
+    crop_flip: RandomResizedCropFlip | None = None
+    rand_augment: object | None = None  # data.rand_augment.RandAugment
+    erasing: object | None = None  # data.random_erasing.RandomErasing
+
+    def on_image(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        if self.crop_flip is not None:
+            image = self.crop_flip(image, rng)
+        if self.rand_augment is not None:
+            image = self.rand_augment(image, rng)
+        return image
+
+    def on_pixels(self, pixel_values, rng: np.random.Generator):
+        return self.erasing(pixel_values, rng) if self.erasing is not None else pixel_values
+
+    def draft_size(self, size: int) -> int:
+        """The smallest side a decoded image needs so that the smallest crop still has `size` pixels a side."""
+        scale_min = self.crop_flip.scale[0] if self.crop_flip is not None else 1.0
+        return int(np.ceil(size / np.sqrt(scale_min)))
+
+
+def image_augmentation(args, size: int, fill: tuple[int, ...]) -> ImageAugmentation | None:
+    """The training augmentation the data options ask for (None when none): crop and flip when augmentation is on,
+    RandAugment with --aa, random erasing with --reprob."""
+    from .rand_augment import parse_rand_augment
+    from .random_erasing import RandomErasing
+
+    augmentation = ImageAugmentation(
+        crop_flip=RandomResizedCropFlip(size, scale=tuple(args.scale or (0.5, 1.0))) if use_augmentation(args) else None,
+        # Given explicitly, these two apply even where crops and flips are off (digits: they would change the class).
+        rand_augment=parse_rand_augment(args.aa, fill=fill) if args.aa else None,
+        erasing=RandomErasing(args.reprob) if args.reprob > 0 else None,
+    )
+    return augmentation if (augmentation.crop_flip or augmentation.rand_augment or augmentation.erasing) else None
 
 
 def use_augmentation(args) -> bool:

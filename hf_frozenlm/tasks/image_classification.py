@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 
 from ..data.images import (
+    ImageAugmentation,
+    decode_image,
+    image_augmentation,
     RandomResizedCropFlip,
     load_image_classification_data,
     read_image_files,
@@ -19,6 +22,14 @@ from ..data.randomness import ExampleRandomness
 from ..errors import DataError
 from ..modeling import ViTLlamaForImageClassification
 from .base import ClassificationTask, TaskData, TokenGrid
+
+
+def undecoded(split):
+    """The split with its images left as bytes (a `datasets.Image(decode=False)` column) for the collator to decode."""
+    import datasets
+
+    feature = split.features.get("image") if split.features else None
+    return split.cast_column("image", datasets.Image(decode=False)) if isinstance(feature, datasets.Image) else split
 
 
 def image_processor_for(config, source: str | None = None):
@@ -38,23 +49,31 @@ def image_processor_for(config, source: str | None = None):
 
 
 class ImageCollator:
-    """Examples with `image` (PIL) and `label` -> `pixel_values` and `labels`, through the model's image processor;
-    `augment` (training only) crops and flips first, each example with its own generator."""
+    """Examples with `image` (PIL, or undecoded {"bytes", "path"}) and `label` -> `pixel_values` and `labels`, through
+    the model's image processor; `augment` (training only) is DeiT's augmentation, each example drawing from its own
+    generator. Decoding happens here, so DataLoader workers (`--dataloader_num_workers`) decode and augment in
+    parallel; `draft_size` decodes JPEGs at reduced size (no smaller than that)."""
 
-    def __init__(self, processor, augment: RandomResizedCropFlip | None = None, randomness=None):
+    def __init__(self, processor, augment: ImageAugmentation | None = None, randomness=None,
+                 draft_size: int | None = None):
         self.processor = processor
         self.augment = augment
         self.randomness = randomness
+        self.draft_size = draft_size
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
         if not examples:
             raise DataError("Cannot collate an empty batch of images.")
-        images = [to_rgb(example["image"]) for example in examples]
+        images = [to_rgb(decode_image(example["image"], self.draft_size)) for example in examples]
+        rngs = [self.randomness.rng(example) for example in examples] if self.augment is not None else None
         if self.augment is not None:
-            images = [self.augment(image, self.randomness.rng(example)) for image, example in zip(images, examples)]
-        batch = {"pixel_values": self.processor(images, return_tensors="pt")["pixel_values"]}
+            images = [self.augment.on_image(image, rng) for image, rng in zip(images, rngs)]
+        pixel_values = self.processor(images, return_tensors="pt")["pixel_values"]
+        if self.augment is not None and self.augment.erasing is not None:
+            pixel_values = torch.stack([self.augment.on_pixels(pixels, rng) for pixels, rng in zip(pixel_values, rngs)])
+        batch = {"pixel_values": pixel_values}
         if "label" in examples[0]:
             batch["labels"] = torch.tensor([int(example["label"]) for example in examples])
         return batch
@@ -82,8 +101,21 @@ class ImageClassificationTask(ClassificationTask):
         from dataclasses import replace
 
         data_args = replace(data_args, dataset=self.dataset_name(data_args))
+        if data_args.streaming:
+            from ..data.streaming import load_streaming_image_data
+
+            if self.is_builtin(data_args):
+                raise DataError("--streaming reads Hub or local file datasets; the builtin digits load whole. Drop "
+                                "--streaming or pass --dataset.")
+            data = load_streaming_image_data(data_args, seed=data_args.split_seed)
+            data.info["augment"] = use_augmentation(data_args)
+            data.info["augmentation_options"] = data_args
+            return data
         data = load_image_classification_data(data_args)
         data.info["augment"] = use_augmentation(data_args)  # off for digits: crops and flips change the class
+        data.info["augmentation_options"] = data_args  # --aa, --reprob, --scale (the training collator reads them)
+        if data_args.draft_decode and not self.is_builtin(data_args):
+            data.splits["train"] = undecoded(data.splits["train"])  # decoded by the collator, at reduced size
         return data
 
     def make_processor(self, model, data, model_args=None):
@@ -105,9 +137,17 @@ class ImageClassificationTask(ClassificationTask):
         return ViTImageProcessorPil.from_pretrained(folder)
 
     def collators(self, model, processor, randomness=0, data: TaskData | None = None):
-        augment = data is not None and data.info.get("augment")
-        crop_flip = RandomResizedCropFlip(size=processor.size["height"]) if augment else None
-        return ImageCollator(processor, crop_flip, ExampleRandomness.of(randomness)), ImageCollator(processor)
+        size = processor.size["height"]
+        options = data.info.get("augmentation_options") if data is not None else None
+        augment = None
+        if options is not None:
+            fill = tuple(int(round(255 * mean)) for mean in processor.image_mean)  # geometric ops fill with the mean
+            augment = image_augmentation(options, size, fill)
+        elif data is not None and data.info.get("augment"):
+            augment = ImageAugmentation(crop_flip=RandomResizedCropFlip(size))
+        draft = augment.draft_size(size) if augment is not None else size
+        return (ImageCollator(processor, augment, ExampleRandomness.of(randomness), draft_size=draft),
+                ImageCollator(processor, draft_size=size))
 
     def mixer(self, model_args):
         from ..training.trainer import MixupCutmix

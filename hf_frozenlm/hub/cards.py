@@ -130,6 +130,9 @@ def training_section(task, metrics: dict, run_config: dict, dataset, has_curves:
     settings = [f"`{key}` {training[key]}" for key in CARD_TRAINING_FIELDS if training.get(key) not in (None, -1)]
     if settings:
         lines += ["", "Settings: " + ", ".join(settings) + "."]
+    recipe = (run_config.get("run") or {}).get("recipe") if isinstance(run_config.get("run"), dict) else None
+    if recipe:
+        lines += ["", recipe_line(recipe, run_config)]
     if has_curves:
         lines += ["", "![Training curves](training_curves.png)"]
     rows = [f"| {split} | {name} | {value:.4f} |"
@@ -142,6 +145,18 @@ def training_section(task, metrics: dict, run_config: dict, dataset, has_curves:
     elif not lines:
         lines.append("No training record or evaluation came with this model.")
     return "\n".join(lines)
+
+
+def recipe_line(name: str, run_config: dict) -> str:
+    """The recipe a run started from, with the values it set as they were resolved (options given on the command line
+    win over a recipe, so the resolved value is what trained)."""
+    from ..training.recipes import get_recipe
+
+    recipe = get_recipe(name)
+    resolved = {**(run_config.get("model") or {}), **(run_config.get("data") or {}), **(run_config.get("run") or {}),
+                **(run_config.get("training") or {})}
+    values = ", ".join(f"`{key}` {resolved.get(key, value)}" for key, value in recipe.values.items())
+    return f"Recipe: `{name}`, {recipe.source} (docs/training.md of hf_frozenlm): {values}."
 
 
 def limitations(task, config, dataset) -> str:

@@ -38,7 +38,8 @@ class TaskData:
         return {label: index for index, label in (self.id2label or {}).items()}
 
     def describe(self) -> str:
-        sizes = ", ".join(f"{name} {len(split)}" for name, split in self.splits.items())
+        sizes = ", ".join(f"{name} {len(split) if hasattr(split, '__len__') else 'streamed'}"
+                          for name, split in self.splits.items())
         classes = f", {len(self.id2label)} classes" if self.id2label else ""
         return f"{self.name} ({sizes}{classes})"
 
@@ -169,22 +170,28 @@ class Task:
         from ..training.loading import is_model_folder
 
         trunk, trunk_kwargs = self.trunk(model_args, data_args)
+        # Stochastic depth is a config value, so it travels with the saved model (and is the identity at evaluation).
+        drop_path = getattr(model_args, "drop_path", None)
+        drop_path = {"drop_path_rate": drop_path} if drop_path is not None else {}
         if isinstance(trunk, str) and is_model_folder(trunk):
-            return self.load_for_finetuning(trunk, data)
+            return self.load_for_finetuning(trunk, data, **drop_path)
+        if drop_path and self.model_class.trunk_config_key is None:  # a trunk whose fields are the config's own
+            trunk_kwargs, drop_path = {**trunk_kwargs, **drop_path}, {}
         llm = None if model_args.variant == "none" else model_args.llm
         return self.model_class.from_parts(
             trunk, llm, llm_layers=model_args.llm_layers, variant=model_args.variant, trunk_kwargs=trunk_kwargs or None,
             llm_dtype=model_args.llm_dtype, llm_trainable=model_args.llm_trainable, **self.model_config_kwargs(data),
+            **drop_path,
         )
 
-    def load_for_finetuning(self, folder: str, data: TaskData):
+    def load_for_finetuning(self, folder: str, data: TaskData, **config_overrides):
         """A saved model of this task as the starting point; a new label set replaces its classifier."""
         from ..training.loading import task_of_folder
 
         task = task_of_folder(folder)
         if task.name != self.name:
             raise UsageError(f"{folder} holds a {task.name} model; --task {self.name} cannot fine-tune it.")
-        model = self.model_class.from_pretrained(folder)
+        model = self.model_class.from_pretrained(folder, **config_overrides)
         saved_labels = {int(index): str(label) for index, label in model.config.id2label.items()}
         if self.labels_are_classes and data.id2label and saved_labels != dict(data.id2label):
             model.reset_classifier(len(data.id2label), data.id2label)

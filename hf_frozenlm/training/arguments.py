@@ -70,6 +70,12 @@ class ModelArguments:
     )
     mixup: float = field(default=0.0, metadata={"help": "Mixup Beta(alpha, alpha) parameter; 0 disables (images)."})
     cutmix: float = field(default=0.0, metadata={"help": "CutMix Beta(alpha, alpha) parameter; 0 disables (images)."})
+    drop_path: float | None = field(
+        default=None,
+        metadata={"help": "Stochastic depth of the trunk's blocks (timm's --drop_path; linear over depth, DeiT: 0.1 for "
+                  "ViT-S). Stored in the model's config as drop_path_rate; identity at evaluation. Default: the "
+                  "trunk's own (0, Point-BERT 0.1)."},
+    )
 
     def trunk_overrides(self) -> dict:
         """--trunk_kwargs as a dict (UsageError when it is not a JSON object)."""
@@ -118,6 +124,37 @@ class DataArguments:
         metadata={"help": "Training augmentation: auto (the task's choice for its data), on, off.",
                   "choices": ["auto", "on", "off"]},
     )
+    scale: list[float] | None = field(
+        default=None,
+        metadata={"help": "Random-resized-crop area range (timm's --scale), e.g. 0.08 1.0 (DeiT). Default: 0.5 1.0."},
+    )
+    aa: str | None = field(
+        default=None,
+        metadata={"help": "RandAugment in timm's format (images), e.g. rand-m9-mstd0.5-inc1 (DeiT); keys m, n, mstd, "
+                  "mmax, p, inc. Applies when augmentation is on."},
+    )
+    reprob: float = field(
+        default=0.0, metadata={"help": "Random-erasing probability (images; DeiT: 0.25), per-pixel N(0, 1) values."}
+    )
+    repeated_aug: bool = field(
+        default=False,
+        metadata={"help": "Repeated augmentation (DeiT): each sampled image appears --repeated_aug_repeats times per "
+                  "epoch, its copies on different processes."},
+    )
+    repeated_aug_repeats: int = field(default=3, metadata={"help": "Copies per image with --repeated_aug."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream a Hub (or local parquet/arrow) dataset instead of downloading it whole (images): "
+                  "needs --max_steps; shards are split across processes and workers."},
+    )
+    shuffle_buffer_size: int = field(
+        default=10000, metadata={"help": "With --streaming: examples in the shuffling buffer."}
+    )
+    draft_decode: bool = field(
+        default=True,
+        metadata={"help": "Decode training JPEGs at reduced size when they are at least twice the model's input size "
+                  "(PIL draft mode: much less decoding work)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Truncate the validation and test splits (debugging)."}
@@ -138,6 +175,23 @@ class RunArguments:
     cpu_threads: int | None = field(
         default=None,
         metadata={"help": "torch threads per process when training on CPU (default: OMP_NUM_THREADS if set, else 1)."},
+    )
+    recipe: str | None = field(
+        default=None,
+        metadata={"help": "A paper recipe as defaults (options given still win): deit (image classification), "
+                  "pointbert (point clouds), videomae (video); docs/training.md lists their values."},
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={"help": "Layer-wise learning-rate decay over the trunk's depth (VideoMAE: 0.7 ViT-S, 0.75 ViT-B)."},
+    )
+    block_linear_lr_scale: float = field(
+        default=1.0, metadata={"help": "Learning-rate factor of the block's two linear layers (Point-BERT code: 0.5)."}
+    )
+    block_linear_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the block's two linear layers (the Point-BERT paper text: 5e-5); wins over "
+                  "--block_linear_lr_scale."},
     )
     precision: str = field(
         default_factory=default_precision,
@@ -200,14 +254,16 @@ def _parser(defaults: dict):
     return parser
 
 
-def build_train_parser(task_name: str = "image-classification"):
-    """The HfArgumentParser of `train` with the common and the task's defaults (for --help and the commands)."""
+def build_train_parser(task_name: str = "image-classification", recipe: dict | None = None):
+    """The HfArgumentParser of `train` with the common, the task's and a recipe's defaults (for --help and the
+    commands)."""
     import torch
 
     from ..tasks import get_task
 
     task = get_task(task_name)
-    return _parser({**COMMON_TRAINING_DEFAULTS, **task.training_defaults, "use_cpu": not torch.cuda.is_available()})
+    return _parser({**COMMON_TRAINING_DEFAULTS, **task.training_defaults, **(recipe or {}),
+                    "use_cpu": not torch.cuda.is_available()})
 
 
 def parse_train_arguments(argv: list[str]) -> TrainArguments:
@@ -220,12 +276,21 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
     peek.add_argument("--task", default="image-classification")
     peek.add_argument("--precision", default=None)
     peek.add_argument("--use_cpu", "--use-cpu", default=None)
+    peek.add_argument("--recipe", default=None)
+    peek.add_argument("--trunk", "--vision", default=None)
     known = peek.parse_known_args(argv)[0]
     task_name = known.task
+    if known.recipe and not option_given(argv, "task"):
+        from .recipes import get_recipe
+
+        task_name = get_recipe(known.recipe).task  # `--recipe deit` alone means image classification
     if task_name not in TASK_NAMES:
         raise UsageError(f"--task {task_name!r} is not a task; tasks: {', '.join(TASK_NAMES)}.")
     task = get_task(task_name)
-    parse_argv = list(argv)
+    from .recipes import recipe_defaults
+
+    recipe = recipe_defaults(known.recipe, task_name, known.trunk or task.default_trunk)
+    parse_argv = list(argv) if option_given(argv, "task") or task_name == known.task else [*argv, "--task", task_name]
     if not option_given(argv, "bf16") and not option_given(argv, "fp16"):
         # The precision switch becomes --bf16 before TrainingArguments is built: it decides mixed precision (the
         # autocast Trainer runs under) at construction, so setting .bf16 afterwards would change nothing.
@@ -238,7 +303,7 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
             not torch.cuda.is_available()
         parse_argv += ["--bf16", "true" if use_bf16(precision, use_cpu) else "false"]
     try:
-        model_args, data_args, run_args, training_args = build_train_parser(task_name).parse_args_into_dataclasses(
+        model_args, data_args, run_args, training_args = build_train_parser(task_name, recipe).parse_args_into_dataclasses(
             args=parse_argv
         )
     except ValueError as error:  # HfArgumentParser: unknown options; TrainingArguments: values it rejects
@@ -289,6 +354,7 @@ def check_train_arguments(arguments: TrainArguments) -> None:
         raise UsageError(f"--mixup / --cutmix mix images; {task.name} has no images to mix.")
     if model.mixup < 0 or model.cutmix < 0:
         raise UsageError("--mixup and --cutmix take a Beta parameter >= 0 (0 disables).")
+    check_recipe_options(task, model, arguments.data, run, training)
     if model.lora_r < 0:
         raise UsageError(f"--lora_r {model.lora_r}: pass a positive rank, or 0 for no LoRA.")
     if model.lora_r and model.variant not in ("llm", "random-llm"):
@@ -304,3 +370,40 @@ def check_train_arguments(arguments: TrainArguments) -> None:
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise UsageError(f"--output_dir {output_dir!r} is a file, not a folder; pass a folder path.")
     task.trunk(model, arguments.data)  # unknown trunk fields and bad --trunk_kwargs fail now, not mid-run
+
+
+def check_recipe_options(task, model: ModelArguments, data: DataArguments, run: RunArguments, training) -> None:
+    """The recipe options (augmentation, drop path, learning-rate scales, streaming) fit the task and are in range."""
+    image_options = [f"--{name}" for name, given in (("aa", data.aa), ("reprob", data.reprob), ("scale", data.scale))
+                     if given]
+    if image_options and not task.supports_mixup:
+        raise UsageError(f"{', '.join(image_options)} augment images of image classification; {task.name} has its "
+                         "own augmentation. Leave them out.")
+    if data.aa:
+        from ..data.rand_augment import parse_rand_augment
+
+        parse_rand_augment(data.aa)
+    if not 0 <= data.reprob <= 1:
+        raise UsageError(f"--reprob {data.reprob}: pass a probability in [0, 1] (DeiT: 0.25).")
+    if data.scale is not None and not (len(data.scale) == 2 and 0 < data.scale[0] <= data.scale[1] <= 1):
+        raise UsageError(f"--scale {data.scale}: pass two area fractions MIN MAX with 0 < MIN <= MAX <= 1, e.g. 0.08 1.0.")
+    if data.repeated_aug and data.repeated_aug_repeats < 1:
+        raise UsageError(f"--repeated_aug_repeats {data.repeated_aug_repeats}: pass 1 or more (DeiT: 3).")
+    if data.repeated_aug and data.streaming:
+        raise UsageError("--repeated_aug samples a dataset of known length; a --streaming dataset has none. Drop one.")
+    if data.streaming and training.max_steps <= 0:
+        raise UsageError("--streaming datasets have no length, so epochs are unknown: pass --max_steps N.")
+    if data.streaming and task.name != "image-classification":
+        raise UsageError(f"--streaming reads image-classification datasets; {task.name} loads its data whole.")
+    if model.drop_path is not None:
+        if not 0 <= model.drop_path < 1:
+            raise UsageError(f"--drop_path {model.drop_path}: pass a probability in [0, 1), e.g. 0.1.")
+        if "drop_path_rate" not in task.model_class.config_class.__dataclass_fields__:
+            raise UsageError(f"--drop_path: the {task.name} trunk has no stochastic depth (ViT, VideoMAE and Point-BERT "
+                             "trunks have). Leave it out.")
+    if run.layer_decay is not None and not 0 < run.layer_decay <= 1:
+        raise UsageError(f"--layer_decay {run.layer_decay}: pass a factor in (0, 1], e.g. 0.75.")
+    if run.block_linear_lr_scale <= 0 or (run.block_linear_lr is not None and run.block_linear_lr <= 0):
+        raise UsageError("--block_linear_lr_scale and --block_linear_lr must be positive.")
+    if (run.block_linear_lr is not None or run.block_linear_lr_scale != 1.0) and model.variant == "none":
+        raise UsageError("--block_linear_lr(_scale) sets the rate of the block's linears; variant none has no block.")

@@ -72,7 +72,8 @@ def train_task(arguments: TrainArguments) -> dict:
 
     with training_args.main_process_first(desc="loading the dataset"):
         data = task.load_data(data_args)
-        data.splits = truncate_splits(data.splits, data_args.max_train_samples, data_args.max_eval_samples)
+        if not data.info.get("streaming"):  # a stream applies the limits as it is read
+            data.splits = truncate_splits(data.splits, data_args.max_train_samples, data_args.max_eval_samples)
     logger.info("Task %s, dataset %s%s", task.name, data.describe(),
                 f"; {data.skipped} unreadable example(s) skipped" if data.skipped else "")
 
@@ -103,13 +104,22 @@ def train_task(arguments: TrainArguments) -> dict:
         if training_args.should_log:
             model.print_trainable_parameters()
 
+    if data.info.get("streaming"):
+        # Each rank reads its own shards of the stream (accelerate would otherwise read all batches on rank 0 and
+        # send them out: one process decoding for every GPU).
+        training_args.accelerator_config.dispatch_batches = False
     randomness = ExampleRandomness(training_args.seed)
     data.splits["train"] = with_example_ids(data.splits["train"])
     train_collator, eval_collator = task.collators(unwrap(model), processor, randomness, data)
+    train_dataset = data.splits["train"]
+    if data_args.repeated_aug:
+        from ..data.repeated_augmentation import RepeatedAugmentationDataset
+
+        train_dataset = RepeatedAugmentationDataset(train_dataset, data_args.repeated_aug_repeats)
     trainer = FrozenLMTrainer(
         model=model,
         args=training_args,
-        train_dataset=data.splits["train"],
+        train_dataset=train_dataset,
         eval_dataset=data.splits["validation"],
         data_collator=train_collator,
         eval_data_collator=eval_collator,
@@ -117,12 +127,21 @@ def train_task(arguments: TrainArguments) -> dict:
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(),
         mixer=task.mixer(model_args),
         randomness=randomness,
+        layer_decay=run_args.layer_decay,
+        block_linear_lr_scale=(run_args.block_linear_lr / training_args.learning_rate
+                               if run_args.block_linear_lr is not None else run_args.block_linear_lr_scale),
+        repeated_augmentation=data_args.repeated_aug_repeats if data_args.repeated_aug else 0,
     )
     train_result = trainer.train(resume_from_checkpoint=resume)
     check_optimizer_params(trainer.optimizer, model)
 
     train_split = data.splits["train"]
-    train_split = train_split.select(range(min(len(train_split), TRAIN_METRICS_MAX_SAMPLES)))
+    if hasattr(train_split, "__len__"):
+        train_split = train_split.select(range(min(len(train_split), TRAIN_METRICS_MAX_SAMPLES)))
+    else:  # a stream: metrics on its first examples
+        from ..data.streaming import first_examples
+
+        train_split = first_examples(train_split, TRAIN_METRICS_MAX_SAMPLES)
     metrics = {
         "task": task.name,
         "dataset": data.name,

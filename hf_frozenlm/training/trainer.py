@@ -6,6 +6,8 @@
 - `FrozenWeightsCallback` hashes the LLM layers when training starts and again when it ends (and at every save);
   any change is an error, unless the block is meant to train (`llm_trainable`).
 - Evaluation batches go through the task's deterministic collator (no augmentation).
+- Recipes add layer-wise learning-rate decay and a learning-rate scale of the block's linears
+  (`learning_rates.py`), and repeated augmentation as the training sampler (`data/repeated_augmentation.py`).
 - Resuming loads a checkpoint through the model's own `from_pretrained`, which reads transformers' legacy weight
   names (ViT checkpoints store `vit.encoder.layer.0...`), and requires every weight to be restored.
 """
@@ -112,9 +114,12 @@ class FrozenLMTrainer(Trainer):
     eval_data_collator: collates evaluation and test batches (the training collator may augment).
     mixer: a batch mixer (mixup / cutmix) for class labels; the loss then uses label-smoothed soft targets.
     randomness: the training collator's ExampleRandomness, whose epoch this Trainer keeps current.
+    layer_decay, block_linear_lr_scale: learning-rate scales by trunk depth and for the block's linears.
+    repeated_augmentation: repeats of each training example per sampler epoch (0: Trainer's own sampler).
     """
 
-    def __init__(self, *args, eval_data_collator=None, mixer=None, randomness=None, **kwargs):
+    def __init__(self, *args, eval_data_collator=None, mixer=None, randomness=None, layer_decay=None,
+                 block_linear_lr_scale=1.0, repeated_augmentation=0, **kwargs):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(callback, FrozenWeightsCallback) for callback in callbacks):
             callbacks.append(FrozenWeightsCallback())
@@ -123,6 +128,9 @@ class FrozenLMTrainer(Trainer):
         super().__init__(*args, callbacks=callbacks, **kwargs)
         self.eval_data_collator = eval_data_collator
         self.mixer = mixer
+        self.layer_decay = layer_decay
+        self.block_linear_lr_scale = block_linear_lr_scale
+        self.repeated_augmentation = repeated_augmentation
         if mixer is not None:
             # compute_loss below returns a per-batch mean; Trainer divides it by the accumulation steps.
             self.loss_is_scaled_for_ga = False
@@ -133,9 +141,30 @@ class FrozenLMTrainer(Trainer):
         return [name for name, _ in model.named_parameters() if canonical_name(name) not in no_decay]
 
     def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
+        super().create_optimizer(model)
+        scaled = any("lr_scale" in group for group in self.optimizer.param_groups)
+        if (self.layer_decay is not None or self.block_linear_lr_scale != 1.0) and not scaled:
+            from .learning_rates import learning_rate_scales, split_param_groups_by_scale
+
+            named = [(canonical_name(name), parameter) for name, parameter in self.model.named_parameters()]
+            scales = learning_rate_scales([name for name, parameter in named if parameter.requires_grad],
+                                          self.layer_decay, self.block_linear_lr_scale)
+            self.optimizer = split_param_groups_by_scale(self.optimizer, named, scales)
         check_optimizer_params(self.optimizer, self.model)
-        return optimizer
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.repeated_augmentation or dataset is None or not hasattr(dataset, "__len__"):
+            return super()._get_train_sampler(train_dataset)
+        from ..data.repeated_augmentation import RepeatedAugmentationDataset, RepeatedAugmentationSampler
+
+        if not isinstance(dataset, RepeatedAugmentationDataset):
+            raise TypeError("Repeated augmentation samples a RepeatedAugmentationDataset (its copies need ids of their "
+                            "own); wrap the training split in one.")
+        return RepeatedAugmentationSampler(len(dataset.base), num_replicas=max(1, self.args.world_size),
+                                           batch_size=self.args.train_batch_size, repeats=self.repeated_augmentation,
+                                           seed=self.args.seed)
 
     # -- batches ----------------------------------------------------------------------------------------------
     def _get_dataloader(self, dataset, description, batch_size, sampler_fn=None, is_training=False,

@@ -5,6 +5,7 @@ copies them into every saved model, where they run without hf_frozenlm installed
 
 - `configuration_frozenlm`: the fields every head shares and the registry of LLM families (a leaf);
 - `frozenlm_loading`: reads a few layers of an LLM checkpoint (safetensors, GGUF, Meta), never the whole LLM;
+- `frozenlm_hub_ranges`: from a Hub repo, fetches only those layers' bytes (HTTP ranges), cached per layer;
 - `frozenlm_block`: the frozen block and the base class of every head (freezing, dtypes, saving, `from_parts`);
 - `frozenlm_auto`, `frozenlm_processing`, `frozenlm_pipelines`: Auto classes, processors and pipelines for the
   tasks transformers has none for;

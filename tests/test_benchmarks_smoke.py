@@ -49,3 +49,8 @@ def test_bench_hub_fetch_tiny(tmp_path):
     out = run_script("bench_hub_fetch.py", "--layers", "2", "--methods", "snapshot,ranges", "--workdir", str(tmp_path))
     assert "(c) byte ranges" in out and "(a) snapshot_download" in out
     assert not any(tmp_path.iterdir()), "the synthetic checkpoint was not cleaned up"
+
+
+def test_bench_dataloader_tiny():
+    out = run_script("bench_dataloader.py")
+    assert "| 500x375 JPEG q90 |" in out and "workers needed at" in out

@@ -101,3 +101,22 @@ def run_remote(script: str, folder, inputs: dict, tmp_path) -> dict:
         check=True, env=env, cwd=tmp_path,
     )
     return torch.load(tmp_path / "out.pt")
+
+
+def stop_after_first_checkpoint(monkeypatch, train) -> None:
+    """Run `train()` until it has saved its first checkpoint, then stop it there (KeyboardInterrupt), as a run
+    interrupted mid-training would be; later runs save normally again."""
+    import pytest
+
+    from hf_frozenlm.training.trainer import FrozenLMTrainer
+
+    original_save = FrozenLMTrainer._save_checkpoint
+
+    def save_then_stop(self, *args, **kwargs):
+        original_save(self, *args, **kwargs)
+        raise KeyboardInterrupt("stopped right after the first checkpoint")
+
+    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train()
+    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", original_save)

@@ -80,7 +80,8 @@ def test_pixel_operations_equal_their_numpy_definitions():
     expected = np.where(pixels >= 128, 255 - pixels, pixels)
     assert np.array_equal(array(apply_operation(image, "SolarizeIncreasing", 5, rng)), expected)
     # Solarize (standard) at m=5: threshold 128 as well; at m=2: 51.
-    assert np.array_equal(array(apply_operation(image, "Solarize", 2, rng)), np.where(pixels >= 51, 255 - pixels, pixels))
+    assert np.array_equal(array(apply_operation(image, "Solarize", 2, rng)),
+                          np.where(pixels >= 51, 255 - pixels, pixels))
     # Posterize (increasing) at m=5 keeps 4 - int(2) = 2 bits; standard at m=5 keeps int(2) = 2 bits; m=10 -> 0 / 4.
     assert np.array_equal(array(apply_operation(image, "PosterizeIncreasing", 5, rng)), pixels & 0b11000000)
     assert np.array_equal(array(apply_operation(image, "Posterize", 10, rng)), pixels & 0b11110000)
@@ -139,7 +140,8 @@ def test_magnitude_noise_and_ceiling():
     draws = [RandAugment(magnitude=9, magnitude_std=0.5, magnitude_max=100).draw_magnitude(np.random.default_rng(i))
              for i in range(4000)]
     assert abs(np.mean(draws) - 9) < 0.05 and abs(np.std(draws) - 0.5) < 0.05
-    clipped = [RandAugment(magnitude=9.8, magnitude_std=0.5).draw_magnitude(np.random.default_rng(i)) for i in range(500)]
+    clipped = [RandAugment(magnitude=9.8, magnitude_std=0.5).draw_magnitude(np.random.default_rng(i))
+               for i in range(500)]
     assert max(clipped) == 10.0 and min(clipped) < 10.0  # timm's ceiling: mmax, default 10
     uniform = [RandAugment(magnitude=6, magnitude_std=float("inf")).draw_magnitude(np.random.default_rng(i))
                for i in range(4000)]

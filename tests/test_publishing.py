@@ -57,7 +57,7 @@ def published(tiny_digits_model, tmp_path_factory):
 EXPECTED_FILES = sorted([
     "README.md", "config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "run_config.json",
     "configuration_frozenlm.py", "configuration_vit_llama.py", "frozenlm_auto.py", "frozenlm_block.py",
-    "frozenlm_hub_ranges.py", "frozenlm_loading.py",
+    "frozenlm_hub_ranges.py", "frozenlm_loading.py", "frozenlm_stochastic_depth.py",
     "modeling_vit_llama.py",
 ])
 

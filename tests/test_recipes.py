@@ -52,8 +52,10 @@ def test_pointbert_and_videomae_recipes(tmp_path):
     assert (points.training.learning_rate, points.training.max_grad_norm, points.training.label_smoothing_factor,
             points.training.per_device_train_batch_size, points.run.block_linear_lr_scale, points.model.drop_path) == \
         (5e-4, 10.0, 0.2, 32, 0.5, 0.1)
-    base = parse_train_arguments(["--recipe", "videomae", "--trunk", "videomae-base", "--output_dir", str(tmp_path / "v")])
-    small = parse_train_arguments(["--recipe", "videomae", "--trunk", "videomae-small", "--output_dir", str(tmp_path / "s")])
+    base = parse_train_arguments(["--recipe", "videomae", "--trunk", "videomae-base", "--output_dir",
+                                  str(tmp_path / "v")])
+    small = parse_train_arguments(["--recipe", "videomae", "--trunk", "videomae-small", "--output_dir",
+                                   str(tmp_path / "s")])
     assert (base.run.layer_decay, small.run.layer_decay) == (0.75, 0.7)
     assert abs(small.training.warmup_steps - 5 / 40) < 1e-12 and small.training.weight_decay == 0.05
 
@@ -198,8 +200,8 @@ def test_a_deit_recipe_run_learns_and_records_its_recipe(precision, llm_folder, 
     its own tests)."""
     folder = tmp_path / "run"
     metrics, autocast = train_recording_autocast([
-        "--recipe", "deit", "--mixup", "0", "--cutmix", "0", "--repeated_aug", "false", "--dataset", f"imagefolder:{stripes}", "--llm",
-        llm_folder, "--image_size", "16", "--patch_size", "4", "--trunk_layers", "2", "--precision", precision,
+        "--recipe", "deit", "--mixup", "0", "--cutmix", "0", "--repeated_aug", "false", "--dataset",
+        f"imagefolder:{stripes}", "--llm", llm_folder, "--image_size", "16", "--patch_size", "4", "--trunk_layers", "2", "--precision", precision,
         "--output_dir", str(folder), "--max_steps", "300", "--per_device_train_batch_size", "32", "--eval_strategy",
         "no", "--save_strategy", "no", "--logging_steps", "100", "--disable_tqdm", "true",
     ])

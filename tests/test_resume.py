@@ -18,7 +18,7 @@ import time
 
 import pytest
 import torch
-from heads_helpers import save_tiny_llama
+from heads_helpers import save_tiny_llama, stop_after_first_checkpoint
 
 from hf_frozenlm.tasks import TASK_NAMES
 from hf_frozenlm.training import parse_train_arguments, train_task
@@ -50,17 +50,7 @@ def numbers(metrics: dict) -> dict:
 @pytest.mark.parametrize("task", TASK_NAMES)
 def test_a_stopped_run_resumes_every_weight_and_ends_as_the_uninterrupted_one(task, tiny_llm, tmp_path, monkeypatch):
     uninterrupted = run(task, tmp_path / "whole", tiny_llm)
-
-    original_save = FrozenLMTrainer._save_checkpoint
-
-    def save_then_stop(self, *args, **kwargs):
-        original_save(self, *args, **kwargs)
-        raise KeyboardInterrupt("stopped right after the step-3 checkpoint")
-
-    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run(task, tmp_path / "stopped", tiny_llm)
-    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", original_save)
+    stop_after_first_checkpoint(monkeypatch, lambda: run(task, tmp_path / "stopped", tiny_llm))
     checkpoint = tmp_path / "stopped" / "checkpoint-3"
     assert checkpoint.is_dir() and not (tmp_path / "stopped" / "metrics.json").exists()
 

@@ -11,12 +11,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from heads_helpers import save_tiny_llama, train_recording_autocast
+from heads_helpers import save_tiny_llama, stop_after_first_checkpoint, train_recording_autocast
 from PIL import Image
 
 from hf_frozenlm.data.streaming import load_streaming_image_data
 from hf_frozenlm.training.arguments import DataArguments
-from hf_frozenlm.training.trainer import FrozenLMTrainer
 
 SHARDS, PER_SHARD, CLASSES = 4, 60, ("dark", "mid", "light")
 TINY = ["--image_size", "8", "--patch_size", "2", "--trunk_layers", "2", "--per_device_train_batch_size", "16",
@@ -42,7 +41,8 @@ def jpeg(label: int, rng) -> bytes:
 
 @pytest.fixture(scope="module")
 def parquet_dataset(tmp_path_factory):
-    """ROOT/data/{train-0000i-of-00004, validation-..., test-...}.parquet with declared Image and ClassLabel features."""
+    """ROOT/data/{train-0000i-of-00004, validation-..., test-...}.parquet with declared Image and ClassLabel
+    features."""
     import datasets
 
     root = tmp_path_factory.mktemp("stream")
@@ -125,16 +125,7 @@ def test_a_stopped_streamed_run_resumes_and_ends_as_the_uninterrupted_one(parque
             "--reprob", "0.25", "--augment", "on", "--output_dir", str(folder), *TINY, *extra]))
 
     whole = run(tmp_path / "whole")
-    original_save = FrozenLMTrainer._save_checkpoint
-
-    def save_then_stop(self, *args, **kwargs):
-        original_save(self, *args, **kwargs)
-        raise KeyboardInterrupt("stopped right after the step-3 checkpoint")
-
-    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "stopped")
-    monkeypatch.setattr(FrozenLMTrainer, "_save_checkpoint", original_save)
+    stop_after_first_checkpoint(monkeypatch, lambda: run(tmp_path / "stopped"))
     resumed = run(tmp_path / "stopped", "--resume_from_checkpoint", "last")
     assert resumed["test"]["loss"] == pytest.approx(whole["test"]["loss"], rel=1e-5)
     from hf_frozenlm import ViTLlamaForImageClassification

@@ -378,8 +378,9 @@ def image_augmentation(args, size: int, fill: tuple[int, ...]) -> ImageAugmentat
     from .rand_augment import parse_rand_augment
     from .random_erasing import RandomErasing
 
+    crop_scale = tuple(args.scale or (0.5, 1.0))
     augmentation = ImageAugmentation(
-        crop_flip=RandomResizedCropFlip(size, scale=tuple(args.scale or (0.5, 1.0))) if use_augmentation(args) else None,
+        crop_flip=RandomResizedCropFlip(size, scale=crop_scale) if use_augmentation(args) else None,
         # Given explicitly, these two apply even where crops and flips are off (digits: they would change the class).
         rand_augment=parse_rand_augment(args.aa, fill=fill) if args.aa else None,
         erasing=RandomErasing(args.reprob) if args.reprob > 0 else None,

@@ -70,9 +70,9 @@ class RepeatedAugmentationSampler(Sampler[int]):
         return copies * self.dataset_size + np.repeat(order, self.repeats)
 
     def rank_indices(self, rank: int, full: bool = False) -> list[int]:
-        """What rank `rank` trains on this epoch (encoded items, see `repeated_stream`): every `num_replicas`-th entry of
-        the repeated stream from `rank` on (`full`: the whole stream, `repeats` x N / ranks entries; else the epoch's
-        share, `per_rank` entries)."""
+        """What rank `rank` trains on this epoch (encoded items, see `repeated_stream`): every `num_replicas`-th
+        entry of the repeated stream from `rank` on (`full`: the whole stream, `repeats` x N / ranks entries; else
+        the epoch's share, `per_rank` entries)."""
         stream = self.repeated_stream()
         padded = math.ceil(len(stream) / self.num_replicas) * self.num_replicas
         stream = np.resize(stream, padded)  # wraps around to give every rank the same count

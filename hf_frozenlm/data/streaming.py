@@ -66,7 +66,8 @@ def load_streaming_image_data(args, seed: int):
 
     raw = _open_stream(args)
     if args.train_split not in raw:
-        raise DataError(f"No training split {args.train_split!r}; the stream has splits {list(raw)}. Pass --train_split.")
+        raise DataError(f"No training split {args.train_split!r}; the stream has splits {list(raw)}. "
+                        "Pass --train_split NAME.")
     features = raw[args.train_split].features
     if features is None:
         raise DataError(f"{args.dataset}: the stream declares no features, so its image and label columns are unknown. "

@@ -72,8 +72,8 @@ class ModelArguments:
     cutmix: float = field(default=0.0, metadata={"help": "CutMix Beta(alpha, alpha) parameter; 0 disables (images)."})
     drop_path: float | None = field(
         default=None,
-        metadata={"help": "Stochastic depth of the trunk's blocks (timm's --drop_path; linear over depth, DeiT: 0.1 for "
-                  "ViT-S). Stored in the model's config as drop_path_rate; identity at evaluation. Default: the "
+        metadata={"help": "Stochastic depth of the trunk's blocks (timm's --drop_path; linear over depth, DeiT: 0.1 "
+                  "for ViT-S). Stored in the model's config as drop_path_rate; identity at evaluation. Default: the "
                   "trunk's own (0, Point-BERT 0.1)."},
     )
 
@@ -303,9 +303,8 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
             not torch.cuda.is_available()
         parse_argv += ["--bf16", "true" if use_bf16(precision, use_cpu) else "false"]
     try:
-        model_args, data_args, run_args, training_args = build_train_parser(task_name, recipe).parse_args_into_dataclasses(
-            args=parse_argv
-        )
+        parser = build_train_parser(task_name, recipe)
+        model_args, data_args, run_args, training_args = parser.parse_args_into_dataclasses(args=parse_argv)
     except ValueError as error:  # HfArgumentParser: unknown options; TrainingArguments: values it rejects
         raise UsageError(f"hf-frozenlm train: {error}") from error
     if not option_given(argv, "output_dir"):
@@ -386,7 +385,8 @@ def check_recipe_options(task, model: ModelArguments, data: DataArguments, run: 
     if not 0 <= data.reprob <= 1:
         raise UsageError(f"--reprob {data.reprob}: pass a probability in [0, 1] (DeiT: 0.25).")
     if data.scale is not None and not (len(data.scale) == 2 and 0 < data.scale[0] <= data.scale[1] <= 1):
-        raise UsageError(f"--scale {data.scale}: pass two area fractions MIN MAX with 0 < MIN <= MAX <= 1, e.g. 0.08 1.0.")
+        raise UsageError(f"--scale {data.scale}: pass two area fractions MIN MAX with 0 < MIN <= MAX <= 1, "
+                         "e.g. 0.08 1.0.")
     if data.repeated_aug and data.repeated_aug_repeats < 1:
         raise UsageError(f"--repeated_aug_repeats {data.repeated_aug_repeats}: pass 1 or more (DeiT: 3).")
     if data.repeated_aug and data.streaming:
@@ -399,8 +399,8 @@ def check_recipe_options(task, model: ModelArguments, data: DataArguments, run: 
         if not 0 <= model.drop_path < 1:
             raise UsageError(f"--drop_path {model.drop_path}: pass a probability in [0, 1), e.g. 0.1.")
         if "drop_path_rate" not in task.model_class.config_class.__dataclass_fields__:
-            raise UsageError(f"--drop_path: the {task.name} trunk has no stochastic depth (ViT, VideoMAE and Point-BERT "
-                             "trunks have). Leave it out.")
+            raise UsageError(f"--drop_path: the {task.name} trunk has no stochastic depth (ViT, VideoMAE and "
+                             "Point-BERT trunks have). Leave it out.")
     if run.layer_decay is not None and not 0 < run.layer_decay <= 1:
         raise UsageError(f"--layer_decay {run.layer_decay}: pass a factor in (0, 1], e.g. 0.75.")
     if run.block_linear_lr_scale <= 0 or (run.block_linear_lr is not None and run.block_linear_lr <= 0):

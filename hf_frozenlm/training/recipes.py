@@ -29,7 +29,7 @@ class Recipe:
 RECIPES = {recipe.name: recipe for recipe in (
     Recipe(
         name="deit", task="image-classification",
-        source="DeiT (Touvron et al. 2021) as the paper trains ViT-T/S/B on ImageNet-1k (paper appendix, LM4VisualEncoding)",
+        source="DeiT (Touvron et al. 2021) as the paper trains ViT-T/S/B on ImageNet-1k (its appendix and code)",
         values=dict(
             num_train_epochs=300,
             per_device_train_batch_size=128,  # x 8 GPUs = 1024

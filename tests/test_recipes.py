@@ -130,6 +130,20 @@ def test_drop_path_travels_with_every_trunk_that_had_none(tmp_path):
     assert [layer.drop_path_rate for layer in points.pointbert_llama.layers][-1] == pytest.approx(0.3)
 
 
+def test_drop_path_option_reaches_every_trunk_through_the_task(llm_folder, tmp_path):
+    """--drop_path becomes the config's drop_path_rate, whether the trunk is a sub-config (ViT, VideoMAE) or the
+    config's own fields (Point-BERT)."""
+    from hf_frozenlm.tasks.base import TaskData
+
+    data = TaskData(splits=None, name="x", id2label={0: "a", 1: "b"})
+    for task, trunk in (("image-classification", "vit-tiny"), ("video-classification", "videomae-tiny"),
+                        ("point-cloud-classification", "pointbert-tiny")):
+        args = parse_train_arguments(["--task", task, "--trunk", trunk, "--llm", llm_folder, "--variant", "random-llm",
+                                      "--drop_path", "0.25", "--output_dir", str(tmp_path / task)])
+        model = args.task.build_model(args.model, args.data, data)
+        assert model.config.drop_path_rate == 0.25, task
+
+
 # -- layer-wise learning-rate decay ------------------------------------------------------------------------
 def test_layer_ids_and_scales_follow_the_trunk_depth():
     names = ["vit_llama.vit.embeddings.cls_token", "vit_llama.vit.layers.0.mlp.fc1.weight",

@@ -175,7 +175,7 @@ class Task:
         drop_path = {"drop_path_rate": drop_path} if drop_path is not None else {}
         if isinstance(trunk, str) and is_model_folder(trunk):
             return self.load_for_finetuning(trunk, data, **drop_path)
-        if drop_path and self.model_class.trunk_config_key is None:  # a trunk whose fields are the config's own
+        if drop_path and not self.model_class.trunk_config_key:  # a trunk whose fields are the config's own
             trunk_kwargs, drop_path = {**trunk_kwargs, **drop_path}, {}
         llm = None if model_args.variant == "none" else model_args.llm
         return self.model_class.from_parts(

@@ -278,6 +278,7 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
     peek.add_argument("--use_cpu", "--use-cpu", default=None)
     peek.add_argument("--recipe", default=None)
     peek.add_argument("--trunk", "--vision", default=None)
+    peek.add_argument("--dataset", default=None)
     known = peek.parse_known_args(argv)[0]
     task_name = known.task
     if known.recipe and not option_given(argv, "task"):
@@ -289,7 +290,10 @@ def parse_train_arguments(argv: list[str]) -> TrainArguments:
     task = get_task(task_name)
     from .recipes import recipe_defaults
 
-    recipe = recipe_defaults(known.recipe, task_name, known.trunk or task.default_trunk)
+    # The trunk the run will build, as Task.trunk picks it (a recipe's values may depend on its size).
+    builtin = task.is_builtin_name(known.dataset or task.builtin)
+    trunk = known.trunk or (task.builtin_trunk if builtin else task.default_trunk)
+    recipe = recipe_defaults(known.recipe, task_name, trunk)
     parse_argv = list(argv) if option_given(argv, "task") or task_name == known.task else [*argv, "--task", task_name]
     if not option_given(argv, "bf16") and not option_given(argv, "fp16"):
         # The precision switch becomes --bf16 before TrainingArguments is built: it decides mixed precision (the

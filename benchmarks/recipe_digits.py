@@ -1,6 +1,6 @@
 """`--recipe deit` against the builtin recipe on the real digits scans, at the same number of steps, on CPU.
 
-Three runs of 30 epochs (batch 64, learning rate 1e-3, 600 steps), differing only in the recipe's regularisation:
+Runs of 30 epochs (batch 64, learning rate 1e-3, 600 steps), differing only in the recipe's regularisation:
   builtin      the image task's defaults (label smoothing 0.1; no crops: they change a digit's class)
   deit         --recipe deit with the budget above: RandAugment rand-m9-mstd0.5-inc1, random erasing 0.25, repeated
                augmentation x3, drop path 0.1, mixup 0.8 / CutMix 1.0, crops (area 0.08-1) and flips, min-lr cosine
@@ -32,6 +32,8 @@ RUNS = {
     "deit": ["--recipe", "deit"],
     "deit-nocrop": ["--recipe", "deit", "--augment", "off"],
     "deit-1gpu": ["--recipe", "deit", "--augment", "off", "--repeated_aug", "false", "--mixup", "0", "--cutmix", "0"],
+    "deit-no-randaugment": ["--recipe", "deit", "--augment", "off", "--aa", ""],
+    "deit-no-mixing": ["--recipe", "deit", "--augment", "off", "--mixup", "0", "--cutmix", "0"],
 }
 
 

@@ -42,7 +42,14 @@ QUICK = ["--max_steps", "2", "--max_train_samples", "16", "--max_eval_samples", 
 
 @pytest.fixture(scope="module")
 def task_models(tmp_path_factory) -> dict[str, str]:
-    """Task name -> a model folder written by `hf-frozenlm train --task T` (builtin data and trunk, tiny LLaMA)."""
+    """Task name -> a model folder written by `hf-frozenlm train --task T` (builtin data and trunk, tiny LLaMA).
+
+    HF_FROZENLM_DEMO_MODELS=DIR serves DIR/<task> instead (e.g. runs/builtin from benchmarks/builtin_tasks.py: the
+    builtin recipes with SmolLM2's last layer), which is how docs/demo_tabs.png shows trained models' answers.
+    """
+    trained = os.environ.get("HF_FROZENLM_DEMO_MODELS")
+    if trained:
+        return {task: str(Path(trained) / task) for task in TASK_NAMES}
     root = tmp_path_factory.mktemp("demo-task-models")
     llm = save_tiny_llama(root / "tiny-llama", seed=5)
     folders = {}
@@ -395,3 +402,18 @@ def test_browser_runs_every_tabs_example_and_shows_the_answer(served):
             time.sleep(0.7)  # let images and the 3D view finish painting before the screenshot
             driver.save_screenshot(str(ARTIFACTS / f"demo_{api_name}.png"))
             assert (ARTIFACTS / f"demo_{api_name}.png").stat().st_size > 10_000
+    montage([ARTIFACTS / f"demo_{api_name}.png" for api_name, _ in BROWSER_TABS.values()], ARTIFACTS / "demo_tabs.png")
+
+
+def montage(paths: list[Path], out: Path, columns: int = 2, width: int = 630) -> None:
+    """The tab screenshots two to a row, each scaled to `width` pixels (docs/demo_tabs.png is this file)."""
+    from PIL import Image
+
+    tiles = [Image.open(path).convert("RGB") for path in paths]
+    tiles = [tile.resize((width, round(tile.height * width / tile.width))) for tile in tiles]
+    height = max(tile.height for tile in tiles)
+    rows = -(-len(tiles) // columns)
+    sheet = Image.new("RGB", (columns * width, rows * height), "white")
+    for index, tile in enumerate(tiles):
+        sheet.paste(tile, ((index % columns) * width, (index // columns) * height))
+    sheet.quantize(256).save(out, optimize=True)  # a 256-colour palette: a third of the bytes, for the docs

@@ -58,6 +58,13 @@ def test_pointbert_and_videomae_recipes(tmp_path):
                                    str(tmp_path / "s")])
     assert (base.run.layer_decay, small.run.layer_decay) == (0.75, 0.7)
     assert abs(small.training.warmup_steps - 5 / 40) < 1e-12 and small.training.weight_decay == 0.05
+    # VideoMAE's SSv2 scripts: lr x (total batch 384) / 256, 40 / 30 epochs, no clipping, 2 clips x 3 crops at test.
+    assert (small.training.learning_rate, base.training.learning_rate) == (1.5e-3, 7.5e-4)
+    assert (small.training.num_train_epochs, base.training.num_train_epochs) == (40, 30)
+    assert (base.training.per_device_train_batch_size, base.training.max_grad_norm) == (48, 0.0)
+    assert small.data.test_views == base.data.test_views == "2x3"
+    plain = parse_train_arguments(["--task", "video-classification", "--output_dir", str(tmp_path / "d")])
+    assert plain.data.test_views == "1x1"
 
 
 @pytest.mark.parametrize("options, message", [
@@ -71,6 +78,7 @@ def test_pointbert_and_videomae_recipes(tmp_path):
     (["--streaming"], "--max_steps"),
     (["--layer_decay", "0"], "--layer_decay"),
     (["--scale", "0.5"], "--scale"),
+    (["--test_views", "2x3"], "averages views of videos"),
 ])
 def test_bad_recipe_options_are_refused_with_the_fix(options, message, tmp_path):
     with pytest.raises(UsageError, match=message):

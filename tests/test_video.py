@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModel, AutoModelForVideoClassification
+from transformers import AutoModel, AutoModelForVideoClassification, TrainingArguments
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from hf_frozenlm import VideoMAELlamaForVideoClassification, VideoMAELlamaModel
@@ -370,3 +370,78 @@ def test_one_frame_is_not_enough(tmp_path):
     accuracy = metrics["test"]["accuracy"]
     print(f"moving shapes from the middle frame: test accuracy {accuracy:.3f} (ceiling 0.333)")
     assert accuracy <= 0.4
+
+
+# -- test views (VideoMAE's 2 clips x 3 crops) ------------------------------------------------------------------
+def test_test_views_follow_their_definition():
+    from hf_frozenlm.data.video import parse_test_views, spatial_crop_boxes, test_clip_indices
+    from hf_frozenlm.errors import UsageError
+
+    # segment: 8 segments of 5 frames; clip t takes the frame at (t + 0.5) / 2 of each segment.
+    clips = test_clip_indices(40, 8, 2)
+    assert [list(clip) for clip in clips] == [[5 * i + 1 for i in range(8)], [5 * i + 3 for i in range(8)]]
+    assert all((clip // 5 == np.arange(8)).all() for clip in clips)  # one frame per segment: the clips cover the video
+    assert list(test_clip_indices(40, 8, 1)[0]) == list(sample_frame_indices(40, 8))  # one clip: today's sampling
+    # dense: windows of 8 x 4 frames from the first frame to the last start that fits (100 - 32 = 68).
+    dense = test_clip_indices(100, 8, 3, mode="dense")
+    assert [int(clip[0]) for clip in dense] == [0, 34, 68] and int(dense[-1][-1]) == 96
+    assert all(list(np.diff(clip)) == [4] * 7 for clip in dense)
+    assert spatial_crop_boxes(48, 80, 3) == [(0, 0, 48), (0, 16, 48), (0, 32, 48)]  # left, centre, right
+    assert spatial_crop_boxes(80, 48, 3) == [(0, 0, 48), (16, 0, 48), (32, 0, 48)]  # top, centre, bottom
+    assert parse_test_views("2x3") == (2, 3) and parse_test_views("1x1") == (1, 1)
+    for bad in ("2", "0x3", "2x2", "twoxthree"):
+        with pytest.raises(UsageError, match="--test_views"):
+            parse_test_views(bad)
+    collate = VideoCollator(video_image_processor(32), 8, test_views=(2, 3))
+    video = np.random.default_rng(0).integers(0, 256, (16, 32, 48, 3), dtype=np.uint8)
+    batch = collate([{"video": video, "label": 1}, {"video": video, "label": 0}])
+    assert batch["pixel_values"].shape == (12, 8, 3, 32, 32) and batch["num_views"].tolist() == [6, 6]
+    assert batch["labels"].tolist() == [1, 0]
+
+
+def test_2x3_evaluation_averages_the_softmax_of_six_views_and_1x1_is_unchanged(tmp_path):
+    import datasets
+
+    from hf_frozenlm.commands import evaluate as evaluate_command
+    from hf_frozenlm.training.loading import load_trained_model
+    from hf_frozenlm.training.loop import evaluate_model
+    from hf_frozenlm.training.trainer import FrozenLMTrainer
+
+    run = tmp_path / "run"
+    metrics = train_task(parse_train_arguments([
+        "--task", "video-classification", "--max_steps", "3", "--test_views", "2x3", "--max_train_samples", "16",
+        "--max_eval_samples", "6", "--output_dir", str(run),
+        "--eval_strategy", "no", "--save_strategy", "no", "--disable_tqdm", "true", "--precision", "fp32",
+    ]))
+    torch.set_num_threads(1)
+    assert metrics["test_views"] == "2x3"
+    assert json.loads((run / "run_config.json").read_text())["data"]["test_views"] == "2x3"
+    task, model, processor = load_trained_model(str(run))
+    # Videos longer and wider than the model's 8 frames of 32 px, so that the six views differ.
+    rng = np.random.default_rng(1)
+    videos = rng.integers(0, 256, (5, 16, 32, 48, 3), dtype=np.uint8)
+    split = datasets.Dataset.from_dict({"video": list(videos), "label": [0, 1, 2, 3, 4]}).with_format("numpy")
+    data = task.load_data(DataArguments(test_views="2x3"))
+    trainer = FrozenLMTrainer(model=model, args=TrainingArguments(str(tmp_path / "p"), report_to="none",
+                                                                  remove_unused_columns=False, label_names=["labels"],
+                                                                  use_cpu=True, per_device_eval_batch_size=2),
+                              eval_data_collator=task.collators(model, processor, data=data)[1])
+    predicted = torch.from_numpy(trainer.predict(split).predictions).exp()  # per video: the mean view probabilities
+    by_hand = []
+    with torch.no_grad():
+        for video in videos:
+            views = [video[[2 * i + clip for i in range(8)], :, left:left + 32]
+                     for clip in (0, 1) for left in (0, 8, 16)]
+            pixels = processor([list(view) for view in views], return_tensors="pt")["pixel_values"]
+            by_hand.append(model(pixel_values=pixels).logits.softmax(-1).mean(0))
+    assert predicted.shape == (5, model.config.num_labels)
+    torch.testing.assert_close(predicted, torch.stack(by_hand), atol=1e-5, rtol=1e-4)
+    # 1x1 (the default) is today's evaluation exactly: one central clip, no crops.
+    today = evaluate_model(task, model, processor, split, 4)
+    one_view = evaluate_model(task, model, processor, split, 4, data=task.load_data(DataArguments()))
+    assert (today["loss"], today["accuracy"]) == (one_view["loss"], one_view["accuracy"])
+    # `hf-frozenlm evaluate` scores with the run's recorded views and says so.
+    with redirect_stdout(io.StringIO()):
+        assert evaluate_command.main(["--model", str(run), "--max_eval_samples", "6",
+                                      "--output", str(tmp_path / "eval.json")]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["test_views"] == "2x3"

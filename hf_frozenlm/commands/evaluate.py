@@ -44,9 +44,11 @@ def main(argv: list[str]) -> int:
     if eval_args.split not in data.splits:
         raise UsageError(f"--split {eval_args.split!r}: the dataset has splits {list(data.splits)}.")
     split = data.splits[eval_args.split]
-    metrics = evaluate_model(task, model, processor, split, eval_args.batch_size, prefix=eval_args.split)
+    metrics = evaluate_model(task, model, processor, split, eval_args.batch_size, prefix=eval_args.split, data=data)
     result = {"model": eval_args.model, "task": task.name, "dataset": data.name, "split": eval_args.split,
               "num_examples": len(split), **metrics}
+    if "test_views" in data.info:
+        result["test_views"] = data.info["test_views"]
     dataset_tag = os.path.basename(data.name.rstrip("/")).replace(":", "_").replace(",", "_")
     output = eval_args.output or os.path.join(eval_args.model, f"eval_{dataset_tag}_{eval_args.split}.json")
     with open(output, "w", encoding="utf-8") as handle:

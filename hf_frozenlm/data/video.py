@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, UsageError
 from .randomness import ExampleRandomness
 from .splits import carve_missing_splits
 
@@ -193,6 +194,47 @@ def sample_frame_indices(
     raise ValueError(f"Unknown frame sampling mode {mode!r}; use 'segment' or 'dense'.")
 
 
+def parse_test_views(text: str) -> tuple[int, int]:
+    """`--test_views CLIPSxCROPS` (e.g. 2x3, VideoMAE's SSv2 test) -> (temporal clips, spatial crops)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) not in (1, 3):
+        raise UsageError(f"--test_views {text!r}: pass CLIPSxCROPS with 1 or more clips and 1 or 3 crops, e.g. 1x1 "
+                         "(one central clip) or 2x3 (VideoMAE's test).")
+    return int(match.group(1)), int(match.group(2))
+
+
+def test_clip_indices(total: int, num_frames: int, clips: int, mode: str = "segment",
+                      sample_rate: int = 4) -> list[np.ndarray]:
+    """The frame indices of `clips` evenly spaced test clips of a `total`-frame video (one clip: as evaluation
+    samples today).
+
+    segment: clip t takes from each of the `num_frames` equal segments the frame at (t + 0.5) / clips of its length
+        (clip starts evenly spaced over the first segment, so together they cover the video).
+    dense: windows of `num_frames * sample_rate` frames whose starts run evenly from the first frame to the last
+        start that fits (VideoMAE's Kinetics test); one clip is centred.
+    """
+    if clips == 1:
+        return [sample_frame_indices(total, num_frames, mode, sample_rate)]
+    if mode == "segment":
+        edges = np.linspace(0, total, num_frames + 1)
+        return [np.minimum((edges[:-1] + (clip + 0.5) / clips * (edges[1:] - edges[:-1])).astype(np.int64),
+                           total - 1) for clip in range(clips)]
+    if mode == "dense":
+        slack = max(0, total - num_frames * sample_rate)
+        return [np.minimum(int(slack * clip / (clips - 1)) + np.arange(num_frames) * sample_rate, total - 1)
+                for clip in range(clips)]
+    raise ValueError(f"Unknown frame sampling mode {mode!r}; use 'segment' or 'dense'.")
+
+
+def spatial_crop_boxes(height: int, width: int, crops: int) -> list[tuple[int, int, int]]:
+    """(top, left, side) of `crops` squares of the short side along the longer side: 3 = start, centre, end (left /
+    centre / right, or top / centre / bottom), as VideoMAE's test crops; 1 = the centre."""
+    side = min(height, width)
+    starts = [(max(height, width) - side) // 2] if crops == 1 else \
+        [int(index * (max(height, width) - side) / (crops - 1)) for index in range(crops)]
+    return [(start, 0, side) if height > width else (0, start, side) for start in starts]
+
+
 def probe_video(path: str) -> str | None:
     """Why PyAV cannot read `path` as a video (no stream, not a container, no frame), or None when it can.
 
@@ -283,6 +325,10 @@ class VideoCollator:
     train=True samples at random positions within the segments and, when `flip`, flips clips horizontally (off by
     default: a flip turns "moving left" into "moving right"), drawing from each example's own generator
     (`randomness`, see data/randomness.py); evaluation (train=False) is deterministic.
+
+    test_views (clips, crops) other than (1, 1), evaluation only: each video becomes clips x crops views
+    (`test_clip_indices` x `spatial_crop_boxes`, each crop resized by the processor), stacked clip-major into the batch
+    dimension, and `num_views` (B,) says how many rows each example has (FrozenLMTrainer averages them).
     """
 
     image_processor: object
@@ -292,6 +338,7 @@ class VideoCollator:
     sample_rate: int = 4
     flip: bool = False
     randomness: ExampleRandomness | None = None
+    test_views: tuple[int, int] = (1, 1)
 
     def frames(self, video, rng: np.random.Generator | None = None) -> np.ndarray:
         """One clip as (num_frames, H, W, 3) uint8; `rng` (training) draws the frame positions and the flip."""
@@ -308,8 +355,37 @@ class VideoCollator:
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         if not examples:
             raise DataError("Cannot collate an empty batch of clips.")
+        if tuple(self.test_views) != (1, 1) and not self.train:
+            return self.multi_view_batch(examples)
         out = {"pixel_values": self.pixel_values([self.frames(example["video"], self.example_rng(example))
                                                   for example in examples])}
+        if "label" in examples[0]:
+            out["labels"] = torch.tensor([int(example["label"]) for example in examples])
+        return out
+
+    def views(self, video) -> list[np.ndarray]:
+        """The test views of one video: clips x crops clips of `num_frames` frames (crops as squares of the short
+        side; one crop leaves the frame whole for the processor's own centre crop, as a single view does)."""
+        clip = decode_video(video) if isinstance(video, str) else np.asarray(video)
+        if clip.ndim != 4 or clip.shape[-1] != 3:
+            raise DataError(f"A clip has shape {tuple(clip.shape)}; expected (frames, height, width, 3) RGB.")
+        clip = clip.astype(np.uint8, copy=False)
+        clips, crops = self.test_views
+        boxes = spatial_crop_boxes(clip.shape[1], clip.shape[2], crops) if crops > 1 else [None]
+        views = []
+        for indices in test_clip_indices(len(clip), self.num_frames, clips, self.mode, self.sample_rate):
+            for box in boxes:
+                frames = clip[indices]
+                if box is not None:
+                    top, left, side = box
+                    frames = frames[:, top:top + side, left:left + side]
+                views.append(np.ascontiguousarray(frames))
+        return views
+
+    def multi_view_batch(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        views = [self.views(example["video"]) for example in examples]
+        out = {"pixel_values": self.pixel_values([view for example_views in views for view in example_views]),
+               "num_views": torch.tensor([len(example_views) for example_views in views])}
         if "label" in examples[0]:
             out["labels"] = torch.tensor([int(example["label"]) for example in examples])
         return out

@@ -15,6 +15,7 @@ from ..data.video import (
     VideoCollator,
     decode_video,
     moving_shapes_dataset,
+    parse_test_views,
     video_folder_dataset,
     video_image_processor,
     write_video,
@@ -94,6 +95,8 @@ class VideoClassificationTask(ClassificationTask):
                 splits[split_name] = split.select(range(min(data_args.max_eval_samples, len(split))))
         data = TaskData(splits=splits, name=name, id2label=dict(enumerate(label_feature.names)), skipped=skipped)
         data.info["augment"] = data_args.augment == "on"  # horizontal flips; "auto" keeps them off
+        parse_test_views(data_args.test_views)  # a bad value fails before any training
+        data.info["test_views"] = data_args.test_views  # evaluation's clips x crops per video
         return data
 
     # -- processing -----------------------------------------------------------------------------------------
@@ -115,8 +118,10 @@ class VideoClassificationTask(ClassificationTask):
     def collators(self, model, processor, randomness=0, data: TaskData | None = None):
         num_frames = model.config.vision_config.num_frames
         flip = bool(data is not None and data.info.get("augment"))
+        views = parse_test_views(data.info.get("test_views", "1x1")) if data is not None else (1, 1)
         return (VideoCollator(processor, num_frames, train=True, flip=flip,
-                              randomness=ExampleRandomness.of(randomness)), VideoCollator(processor, num_frames))
+                              randomness=ExampleRandomness.of(randomness)),
+                VideoCollator(processor, num_frames, test_views=views))
 
     # -- predict --------------------------------------------------------------------------------------------
     def read_inputs(self, paths: list[str], options) -> list:

@@ -155,6 +155,11 @@ class DataArguments:
         metadata={"help": "Decode training JPEGs at reduced size when they are at least twice the model's input size "
                   "(PIL draft mode: much less decoding work)."},
     )
+    test_views: str = field(
+        default="1x1",
+        metadata={"help": "Video evaluation views CLIPSxCROPS: 2x3 (VideoMAE's test) scores each video by the mean "
+                  "softmax of 2 evenly spaced clips x 3 crops (left/centre/right); 1x1 is one central clip."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training split (debugging)."})
     max_eval_samples: int | None = field(
         default=None, metadata={"help": "Truncate the validation and test splits (debugging)."}
@@ -382,6 +387,9 @@ def check_recipe_options(task, model: ModelArguments, data: DataArguments, run: 
     if image_options and not task.supports_mixup:
         raise UsageError(f"{', '.join(image_options)} augment images of image classification; {task.name} has its "
                          "own augmentation. Leave them out.")
+    if data.test_views.strip().lower() != "1x1" and task.name != "video-classification":
+        raise UsageError(f"--test_views {data.test_views} averages views of videos (video-classification); "
+                         f"{task.name} scores one view per example. Leave it out.")
     if data.aa:
         from ..data.rand_augment import parse_rand_augment
 

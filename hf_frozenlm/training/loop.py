@@ -151,6 +151,8 @@ def train_task(arguments: TrainArguments) -> dict:
         "validation": evaluate_split(trainer, task, model, processor, data.splits["validation"], "eval"),
         "test": evaluate_split(trainer, task, model, processor, data.splits["test"], "test"),
     }
+    if "test_views" in data.info:  # video: the clips x crops behind the validation and test numbers
+        metrics["test_views"] = data.info["test_views"]
     trainer.save_model(output_dir)  # every rank calls it (FSDP/DeepSpeed gather); only rank 0 writes
     if trainer.is_world_process_zero():
         write_run_folder(arguments, trainer, unwrap(model), processor, data, metrics, base_reference)
@@ -161,11 +163,12 @@ def train_task(arguments: TrainArguments) -> dict:
     return metrics
 
 
-def evaluate_model(task, model, processor, split, batch_size: int = 256, prefix: str = "test") -> dict:
-    """The task's metrics of a trained model on one split (what `hf-frozenlm evaluate` prints)."""
+def evaluate_model(task, model, processor, split, batch_size: int = 256, prefix: str = "test", data=None) -> dict:
+    """The task's metrics of a trained model on one split (what `hf-frozenlm evaluate` prints); `data` (its
+    TaskData) carries evaluation options such as video test views."""
     from transformers import TrainingArguments
 
-    collator = task.collators(unwrap(model), processor)[1]
+    collator = task.collators(unwrap(model), processor, data=data)[1]
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch, per_device_eval_batch_size=batch_size, report_to="none", remove_unused_columns=False,

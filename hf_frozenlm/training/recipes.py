@@ -57,15 +57,31 @@ RECIPES = {recipe.name: recipe for recipe in (
     ),
     Recipe(
         name="videomae", task="video-classification",
-        source="VideoMAE fine-tuning (Tong et al. 2022) on Something-Something v2, as the paper's video code",
+        source="VideoMAE fine-tuning (Tong et al. 2022) on Something-Something v2: MCG-NJU/VideoMAE "
+               "scripts/ssv2/videomae_vit_{base,small}_patch16_224_tubemasking_ratio_0.9_epoch_2400/finetune.sh and "
+               "run_class_finetuning.py's defaults",
+        # ViT-B (videomae-base): scripts/ssv2/videomae_vit_base_patch16_224_tubemasking_ratio_0.9_epoch_2400/
+        # finetune.sh. Values the script leaves out are run_class_finetuning.py's defaults (marked "default").
         values=dict(
             # The trunk presets videomae-small/base already have 16 frames, tubelet 2 and 224 px.
-            num_train_epochs=40, per_device_train_batch_size=24,
-            learning_rate=5e-4,  # not stated in the paper: VideoMAE's SSv2 fine-tuning rate, as recalled (unchecked)
-            weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.999, lr_scheduler_type="cosine", warmup_steps=5 / 40,
-            label_smoothing_factor=0.1, drop_path=0.1, layer_decay=0.75,
+            num_train_epochs=30,  # --epochs 30
+            per_device_train_batch_size=48,  # --batch_size 6 x 64 GPUs = 384 in all (8 GPUs here: 48 each)
+            learning_rate=7.5e-4,  # --lr 5e-4, which run_class_finetuning.py scales by total batch / 256: x 1.5
+            lr_scheduler_type="cosine_with_min_lr",
+            lr_scheduler_kwargs={"min_lr": 1.5e-6},  # default --min_lr 1e-6, scaled as the lr
+            warmup_steps=5 / 30,  # default --warmup_epochs 5, as a fraction of training
+            weight_decay=0.05, adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,  # --opt adamw --opt_betas
+            max_grad_norm=0.0,  # default --clip_grad None
+            label_smoothing_factor=0.1, drop_path=0.1,  # defaults --smoothing 0.1, --drop_path 0.1
+            layer_decay=0.75,  # default --layer_decay 0.75 (the base script passes none)
+            test_views="2x3",  # --test_num_segment 2 --test_num_crop 3
         ),
-        by_trunk={"videomae-small": dict(layer_decay=0.7)},
+        # ViT-S: scripts/ssv2/videomae_vit_small_patch16_224_tubemasking_ratio_0.9_epoch_2400/finetune.sh.
+        by_trunk={"videomae-small": dict(
+            num_train_epochs=40,  # --epochs 40
+            learning_rate=1.5e-3,  # --lr 1e-3 x (--batch_size 12 x 32 GPUs = 384) / 256
+            warmup_steps=5 / 40, layer_decay=0.7,  # --layer_decay 0.7
+        )},
     ),
 )}
 

@@ -201,6 +201,22 @@ class FrozenLMTrainer(Trainer):
         loss = torch.sum(-targets * F.log_softmax(outputs.logits.float(), dim=-1), dim=-1).mean()
         return (loss, outputs) if return_outputs else loss
 
+    # -- multi-view evaluation -----------------------------------------------------------------------------------
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Batches with `num_views` (video test views stacked in the batch) score each example by the mean of its
+        views' softmax, as VideoMAE's test merges its views; logits become the log of that mean, the loss its NLL."""
+        if "num_views" not in inputs:
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        inputs = self._prepare_inputs(dict(inputs))
+        counts, labels = inputs.pop("num_views"), inputs.pop("labels", None)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            logits = model(**inputs).logits
+        probabilities = torch.stack([part.mean(0) for part in
+                                     torch.split(logits.float().softmax(-1), counts.tolist())])
+        log_probabilities = probabilities.clamp_min(torch.finfo(torch.float32).tiny).log()
+        loss = F.nll_loss(log_probabilities, labels) if labels is not None else None
+        return (loss, None, None) if prediction_loss_only else (loss, log_probabilities, labels)
+
     # -- checkpoints ------------------------------------------------------------------------------------------
     def _save(self, output_dir=None, state_dict=None):
         """Trainer pickles its arguments (hub_token included) into every checkpoint's training_args.bin: blank the

@@ -312,6 +312,14 @@ def video_folder_dataset(root: str, seed: int = 42, validation_fraction: float =
 
 
 # -- batches --------------------------------------------------------------------------------------------------------
+def whole_clip(video) -> np.ndarray:
+    """A video (file path or array) as its whole (frames, H, W, 3) uint8 array."""
+    clip = decode_video(video) if isinstance(video, str) else np.asarray(video)
+    if clip.ndim != 4 or clip.shape[-1] != 3:
+        raise DataError(f"A clip has shape {tuple(clip.shape)}; expected (frames, height, width, 3) RGB.")
+    return clip.astype(np.uint8, copy=False)  # datasets' numpy format hands uint8 columns back as int64
+
+
 @dataclass
 class VideoCollator:
     """A Trainer `data_collator`: examples with `video` (uint8 array or file path) and `label` -> `pixel_values`
@@ -342,10 +350,7 @@ class VideoCollator:
 
     def frames(self, video, rng: np.random.Generator | None = None) -> np.ndarray:
         """One clip as (num_frames, H, W, 3) uint8; `rng` (training) draws the frame positions and the flip."""
-        clip = decode_video(video) if isinstance(video, str) else np.asarray(video)
-        if clip.ndim != 4 or clip.shape[-1] != 3:
-            raise DataError(f"A clip has shape {tuple(clip.shape)}; expected (frames, height, width, 3) RGB.")
-        clip = clip.astype(np.uint8, copy=False)  # datasets' numpy format hands uint8 columns back as int64
+        clip = whole_clip(video)
         if len(clip) != self.num_frames or isinstance(video, str):
             clip = clip[sample_frame_indices(len(clip), self.num_frames, self.mode, self.sample_rate, rng)]
         if rng is not None and self.flip and rng.random() < 0.5:
@@ -366,10 +371,7 @@ class VideoCollator:
     def views(self, video) -> list[np.ndarray]:
         """The test views of one video: clips x crops clips of `num_frames` frames (crops as squares of the short
         side; one crop leaves the frame whole for the processor's own centre crop, as a single view does)."""
-        clip = decode_video(video) if isinstance(video, str) else np.asarray(video)
-        if clip.ndim != 4 or clip.shape[-1] != 3:
-            raise DataError(f"A clip has shape {tuple(clip.shape)}; expected (frames, height, width, 3) RGB.")
-        clip = clip.astype(np.uint8, copy=False)
+        clip = whole_clip(video)
         clips, crops = self.test_views
         boxes = spatial_crop_boxes(clip.shape[1], clip.shape[2], crops) if crops > 1 else [None]
         views = []

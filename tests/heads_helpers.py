@@ -50,6 +50,21 @@ def train_recording_autocast(argv: list[str]) -> tuple[dict, list[bool]]:
     return metrics, autocast
 
 
+def builtin_runs(tmp_path_factory, task_name: str, llm_folder: str, options: list[str]):
+    """A function precision -> (run folder, metrics, whether every training forward ran under bf16 autocast) of
+    `task_name`'s builtin recipe through the real loop with `options`; each precision trained once per module."""
+    cache = {}
+
+    def run(precision):
+        if precision not in cache:
+            folder = tmp_path_factory.mktemp(f"{task_name}-{precision}") / "run"
+            metrics, autocast = train_recording_autocast(["--task", task_name, "--precision", precision, "--llm",
+                                                          llm_folder, "--output_dir", str(folder), *options])
+            cache[precision] = folder, metrics, bool(autocast) and all(autocast)
+        return cache[precision]
+
+    return run
+
 def llm_tensors(model):
     return {name: p.detach().clone() for name, p in model.named_parameters() if "frozen_lm.layers." in name}
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from heads_helpers import run_remote, save_tiny_llama, tiny_llama, train_recording_autocast
+from heads_helpers import builtin_runs, run_remote, save_tiny_llama, tiny_llama
 from safetensors.torch import load_file
 
 from hf_frozenlm import (
@@ -49,17 +49,7 @@ def llm_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, llm_folder):
     """precision -> (run folder, metrics, whether training ran under bf16 autocast); each trained once."""
-    cache = {}
-
-    def run(precision):
-        if precision not in cache:
-            folder = tmp_path_factory.mktemp(f"rooms-{precision}") / "run"
-            metrics, autocast = train_recording_autocast(["--task", TASK.name, "--precision", precision, "--llm",
-                                                          llm_folder, "--output_dir", str(folder), *QUICK])
-            cache[precision] = folder, metrics, bool(autocast) and all(autocast)
-        return cache[precision]
-
-    return run
+    return builtin_runs(tmp_path_factory, TASK.name, llm_folder, QUICK)
 
 
 def tiny_model(tokenizer, **config):

@@ -1,26 +1,29 @@
-"""The ablation study behind `hf-frozenlm ablate`: the paper's controls (section 3), one recipe, several seeds, for
-any task.
+"""The ablation study behind `hf-frozenlm ablate`: the paper's controls (section 3), one recipe per task, several
+seeds, every task.
 
-Every run is the ordinary training loop (`train_task`) on the same `TrainArguments`; the study only varies the block
-(variant, LLM layers, frozen or fine-tuned) and the seed, then collects the runs' metrics into one CSV, a table of
-mean +- std of the task's primary metric with the per-seed paired difference against the plain trunk, a plot, and
-(for image classification) the information-filtering mIoU (paper section 4) of "none" vs "llm" trained on the
-masked-digits builtin.
+Every run is the ordinary training loop (`hf-frozenlm train`) on the task's own recipe; the study only varies the
+block (variant, LLM layers, frozen or fine-tuned) and the seed. Runs go in this process (`jobs=1`) or in `jobs`
+single-threaded `hf-frozenlm train` processes side by side. Each finished run becomes a row of one CSV shared by all
+tasks (metrics, budget, precision, versions, commit, the exact train command) and its validation curve rows of a
+second CSV; `ablation_report` turns both into the tables and plots of results/README.md, and `masked_digits_study`
+adds the information-filtering part.
 """
 
 from __future__ import annotations
 
 import csv
-import math
+import json
+import os
 import platform
 import shlex
-import shutil
-import statistics
 import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import FrozenLMError
 from ..redaction import redact_argv
 
 
@@ -38,7 +41,7 @@ class StudyArm:
 # The paper's controls in its order: baseline, frozen block, MLP control, random block, fine-tuned block, then
 # the position sweep inside the LLM (the frozen last layer is "llm" itself) and the last two layers together.
 ARMS: tuple[StudyArm, ...] = (
-    StudyArm("none", "none", "", meaning="plain ViT trunk"),
+    StudyArm("none", "none", "", meaning="plain trunk"),
     StudyArm("llm", "llm", "last", meaning="+ frozen last LLM layer (the method)"),
     StudyArm("mlp", "mlp", "last", meaning="+ MLP control (same linears, GELU + LayerNorm, no LLM)"),
     StudyArm("random-llm", "random-llm", "last", meaning="+ randomly initialised frozen block"),
@@ -50,17 +53,36 @@ ARMS: tuple[StudyArm, ...] = (
 ARM_BY_NAME = {arm.name: arm for arm in ARMS}
 BASELINE = "none"
 
-# The study's per-run budget, shared by every arm: TrainingArguments values applied unless the user passed the option.
-# Shorter than the main job (10 epochs) so that 8 arms x 5 seeds fit in an hour on 2 CPU cores; measured figures are in
-# docs/analysis.md and results/.
+# What `ablate --task T` trains when --arms is not given: the method against the plain trunk everywhere, the paper's
+# two controls (MLP, random block) on image classification and three other tasks, and the position / fine-tuning arms
+# on image classification only (the cheapest task). These defaults are what results/ holds.
+PAIR_ARMS = ("none", "llm")
+CONTROL_ARMS = ("none", "llm", "mlp", "random-llm")
+DEFAULT_ARMS: dict[str, tuple[str, ...]] = {
+    "image-classification": tuple(arm.name for arm in ARMS),
+    "video-classification": CONTROL_ARMS,
+    "point-cloud-classification": CONTROL_ARMS,
+    "motion-forecasting": PAIR_ARMS,
+    "visual-question-answering": PAIR_ARMS,
+    "image-text-retrieval": CONTROL_ARMS,
+    "3d-question-answering": PAIR_ARMS,
+}
+DEFAULT_SEEDS = 5
+
+# The study's options on top of each task's own recipe (its epochs, batch size, learning rate are the budget of
+# `hf-frozenlm train --task T`, the main job for images), applied unless the user passed the option. Validation
+# every epoch gives the curves that show whether the budget let the plain trunk converge; nothing is checkpointed
+# and the final weights are scored, as in a plain `train` run.
 STUDY_TRAINING_DEFAULTS = {
-    "num_train_epochs": 4,
-    # No per-epoch evaluation or checkpoints: the study reads the final validation/test metrics only.
-    "eval_strategy": "no",
+    "eval_strategy": "epoch",
     "save_strategy": "no",
     "logging_steps": 20,
-    "disable_tqdm": True,  # progress bars would bury the study's log
+    "disable_tqdm": "true",  # progress bars would bury the study's log
 }
+# Where a task's recipe stops while its plain trunk is still improving, the study trains longer (every arm alike):
+# motion forecasting's 20-epoch recipe ends with validation minADE still falling (0.78 -> 0.66 over the last 6
+# epochs of the builtin run), and the 5-epoch video recipe was still moving at its end.
+STUDY_EPOCHS = {"motion-forecasting": 40, "video-classification": 10}
 QUICK_TRAINING = {"max_steps": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32, "logging_steps": 1}
 QUICK_DATA = {"max_train_samples": 64, "max_eval_samples": 32}
 
@@ -68,26 +90,39 @@ QUICK_DATA = {"max_train_samples": 64, "max_eval_samples": 32}
 CONTROLLED_OPTIONS = ("variant", "llm_layers", "llm_trainable", "seed", "output_dir", "overwrite_output_dir")
 
 CSV_FIELDS = [
-    "arm", "variant", "llm_layers", "llm_trainable", "seed", "metric", "test_score", "val_score", "test_loss",
-    "train_runtime_s", "wall_s", "task", "dataset", "trunk", "llm", "budget", "hf_frozenlm", "torch", "transformers",
-    "python", "git_commit", "git_dirty", "command", "train_command",
+    "task", "arm", "variant", "llm_layers", "llm_trainable", "seed", "metric", "greater_is_better", "test_score",
+    "val_score", "test_loss", "test_metrics", "epochs_run", "train_runtime_s", "wall_s", "threads", "precision",
+    "dataset", "trunk", "llm", "budget", "hf_frozenlm", "torch", "transformers", "python", "cpu", "git_commit",
+    "git_dirty", "command", "train_command",
 ]
+CURVE_FIELDS = ["task", "arm", "seed", "epoch", "metric", "val_score"]
+
+
+class StudyError(FrozenLMError):
+    """Some runs of the study failed; the finished ones are kept (rerun with --resume)."""
 
 
 def apply_study_defaults(arguments, argv: list[str], quick: bool = False):
-    """The study's budget (and the quick mode's) on the parsed training arguments, unless `argv` set the option."""
+    """The study's options (and the quick mode's) on the parsed training arguments, unless `argv` set the option.
+    `arguments.argv` becomes the user's options plus the ones applied, so each run's recorded command reproduces it."""
     from ..training.arguments import option_given
 
-    defaults = {**STUDY_TRAINING_DEFAULTS, **(QUICK_TRAINING if quick else {})}
-    if option_given(argv, "max_steps"):
-        defaults.pop("num_train_epochs", None)  # a given step budget also replaces the epoch budget
+    defaults = dict(STUDY_TRAINING_DEFAULTS)
+    epochs = STUDY_EPOCHS.get(arguments.task.name)
+    if epochs and not quick and not option_given(argv, "max_steps"):
+        defaults["num_train_epochs"] = epochs
+    defaults.update(QUICK_TRAINING if quick else {})
+    applied = []
     for option, value in defaults.items():
         if not option_given(argv, option):
-            setattr(arguments.training, option, value)
+            setattr(arguments.training, option, value if value != "true" else True)
+            applied += [f"--{option}", str(value)]
     if quick:
         for option, value in QUICK_DATA.items():
             if not option_given(argv, option):
                 setattr(arguments.data, option, value)
+                applied += [f"--{option}", str(value)]
+    arguments.argv = [*argv, *applied]
     return arguments
 
 
@@ -110,8 +145,21 @@ def llm_depth(model_args) -> int:
 
 
 # -- provenance -------------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    """The CPU model and whether it multiplies bf16 natively (it decides the precision `auto` trains in)."""
+    from ..training.precision import cpu_has_fast_bf16
+
+    name = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({'bf16 units' if cpu_has_fast_bf16() else 'no bf16 units'}, {os.cpu_count()} cores)"
+
+
 def environment() -> dict[str, str]:
-    """Versions and the git commit of the code that produced the numbers."""
+    """Versions, the CPU and the git commit of the code that produced the numbers."""
     import torch
     import transformers
 
@@ -129,7 +177,7 @@ def environment() -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         pass
     return dict(hf_frozenlm=__version__, torch=torch.__version__, transformers=transformers.__version__,
-                python=platform.python_version(), git_commit=commit, git_dirty=dirty)
+                python=platform.python_version(), cpu=cpu_name(), git_commit=commit, git_dirty=dirty)
 
 
 # -- one run ----------------------------------------------------------------------------------------------
@@ -150,388 +198,225 @@ def arm_arguments(base, arm: StudyArm, layers: list[int], seed: int, output_dir:
     return arguments
 
 
-def run_training(arguments) -> dict:
-    """One run of the training loop in this process; returns its metrics."""
+@dataclass
+class PlannedRun:
+    """One training run of a study: its arguments and what the CSV row records about it."""
+
+    key: tuple  # what identifies the run in its CSV (arm, seed) or (stage, arm, seed)
+    arguments: object  # TrainArguments
+    layers: tuple[int, ...] = ()  # the LLM layers the arm resolved to (empty for the plain trunk)
+
+    @property
+    def output_dir(self) -> str:
+        return self.arguments.training.output_dir
+
+    @property
+    def command(self) -> str:
+        return "hf-frozenlm train " + shlex.join(redact_argv(self.arguments.argv))
+
+
+@dataclass
+class FinishedRun:
+    run: PlannedRun
+    metrics: dict
+    curve: tuple[str, list[tuple[float, float]]]  # (metric, [(epoch, validation value)])
+    wall_s: float
+    threads: int
+
+
+def run_threads(arguments) -> int:
+    """The torch threads a run uses (`train`'s rule: --cpu_threads, else OMP_NUM_THREADS, else one)."""
+    return int(arguments.run.cpu_threads or os.environ.get("OMP_NUM_THREADS") or 1)
+
+
+def validation_curve(output_dir: str, metric: str) -> tuple[str, list[tuple[float, float]]]:
+    """(metric, [(epoch, validation value)]) from the run's Trainer log (trainer_state.json). Tasks whose metric is
+    computed over the whole split only after training (retrieval ranks every image against every text) give their
+    validation loss per epoch instead."""
+    path = Path(output_dir) / "trainer_state.json"
+    if not path.exists():
+        return metric, []
+    history = json.loads(path.read_text(encoding="utf-8")).get("log_history", [])
+    if not any(f"eval_{metric}" in entry for entry in history):
+        metric = "loss"
+    points = {}
+    for entry in history:
+        if f"eval_{metric}" in entry:
+            # The loop's final evaluation of the same weights repeats the last epoch's entry: one point per epoch.
+            points[float(entry["epoch"])] = float(entry[f"eval_{metric}"])
+    return metric, sorted(points.items())
+
+
+def run_in_process(run: PlannedRun) -> FinishedRun:
     from ..training.loop import train_task
 
-    return train_task(arguments)
+    tic = time.perf_counter()
+    metrics = train_task(run.arguments)
+    wall = time.perf_counter() - tic
+    return FinishedRun(run, metrics, validation_curve(run.output_dir, metrics["primary_metric"]), wall,
+                       run_threads(run.arguments))
+
+
+def run_in_subprocess(run: PlannedRun, log_path: Path) -> FinishedRun:
+    """`hf-frozenlm train` with the run's exact command line in its own single-threaded process."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "hf_frozenlm.cli", "train", *run.arguments.argv]
+    tic = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    wall = time.perf_counter() - tic
+    metrics_path = Path(run.output_dir) / "metrics.json"
+    if status != 0 or not metrics_path.exists():
+        raise StudyError(f"run {run.key} failed (exit status {status}); its log: {log_path}")
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    return FinishedRun(run, metrics, validation_curve(run.output_dir, metrics["primary_metric"]), wall, 1)
+
+
+def execute_runs(runs: list[PlannedRun], jobs: int, logs_dir: Path, on_finished, log=print) -> None:
+    """Train every run: in this process one after the other (jobs=1) or in `jobs` single-threaded processes side
+    by side. `on_finished(FinishedRun)` is called as each ends (in this thread), so the CSV grows run by run; failed
+    runs are reported together at the end, after the others finished."""
+    failures = []
+    if jobs <= 1:
+        for run in runs:
+            log(f"[ablate] {run.key}: {run.command}")
+            on_finished(run_in_process(run))
+        return
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {}
+        for run in runs:
+            log_path = logs_dir / (Path(run.output_dir).name + ".log")
+            log(f"[ablate] {run.key} queued (log {log_path}): {run.command}")
+            futures[pool.submit(run_in_subprocess, run, log_path)] = run
+        for future in as_completed(futures):
+            try:
+                on_finished(future.result())
+            except StudyError as error:
+                failures.append(str(error))
+                log(f"[ablate] {error}")
+    if failures:
+        raise StudyError(f"{len(failures)} run(s) failed: " + "; ".join(failures)
+                         + ". The finished runs are in the CSV; rerun with --resume to train only the missing ones.")
 
 
 def drop_weights(run_dir: str) -> None:
-    """Keep a run folder's metrics, config and card; the weights of 40 runs are not worth the disk."""
+    """Keep a run folder's metrics, config and card; the weights of hundreds of runs are not worth the disk."""
     for path in Path(run_dir).glob("*.safetensors"):
         path.unlink()
 
 
-# -- tables -----------------------------------------------------------------------------------------------
-def write_runs_csv(rows: list[dict], path) -> None:
+# -- the CSVs ---------------------------------------------------------------------------------------------
+def write_csv(rows: list[dict], path, fields: list[str]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_FIELDS)
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for row in rows:
-            writer.writerow({field: row.get(field, "") for field in CSV_FIELDS})
+            writer.writerow({field: row.get(field, "") for field in fields})
+
+
+def read_csv(path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
 
 
 def read_runs_csv(path) -> list[dict]:
-    """The study's rows; files written before the study became task-generic (test_accuracy / val_accuracy columns)
-    are read as metric "accuracy"."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        if "test_score" not in row and "test_accuracy" in row:
-            row.update(metric="accuracy", test_score=row.pop("test_accuracy"), val_score=row.pop("val_accuracy"),
-                       task="image-classification", trunk=row.pop("vision", ""))
-    return rows
+    return read_csv(path)
 
 
-def metric_of(rows: list[dict]) -> tuple[str, bool]:
-    """(the study's metric, whether higher is better), from its rows' task."""
-    from ..tasks import TASKS
+def study_order(rows: list[dict]) -> list[dict]:
+    """Rows sorted by task (registry order), arm (study order), seed: the CSV's order whatever order runs ended in."""
+    from ..tasks import TASK_NAMES
 
-    metric = rows[0]["metric"] if rows else "accuracy"
-    task = TASKS.get(rows[0].get("task", "image-classification")) if rows else None
-    return metric, task.greater_is_better if task is not None and task.primary_metric == metric else True
-
-
-def paired_test(differences: list[float]) -> tuple[str, float]:
-    """(test name, two-sided p) for paired differences: a paired t-test through scipy, else an exact sign test."""
-    if len(differences) < 2:
-        return "n/a (1 seed)", float("nan")
-    try:
-        from scipy import stats
-    except ImportError:
-        stats = None
-    if stats is not None:
-        if all(d == differences[0] for d in differences):
-            # Zero variance: t is undefined; identical non-zero shifts are as significant as n seeds can say.
-            return "paired t-test", 1.0 if differences[0] == 0 else float("nan")
-        return "paired t-test", float(stats.ttest_1samp(differences, 0.0).pvalue)
-    wins = sum(d > 0 for d in differences)
-    n = sum(d != 0 for d in differences)
-    if n == 0:
-        return "sign test", 1.0
-    tail = sum(math.comb(n, k) for k in range(0, min(wins, n - wins) + 1)) / 2 ** n
-    return "sign test", min(1.0, 2 * tail)
+    arm_rank = {arm.name: index for index, arm in enumerate(ARMS)}
+    task_rank = {name: index for index, name in enumerate(TASK_NAMES)}
+    return sorted(rows, key=lambda r: (task_rank.get(r["task"], 99), r["task"], arm_rank.get(r["arm"], 99), r["arm"],
+                                       int(r["seed"]), float(r.get("epoch") or 0)))
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def run_row(finished: FinishedRun, task, arm: StudyArm, layers: list[int], base, trunk: str, command: str,
+            env: dict) -> dict:
+    metrics, arguments = finished.metrics, finished.run.arguments
+    metric = task.primary_metric
+    # Every test metric the task reports (minADE, minFDE, miss rate; R@1/5/10; ...), without timing figures.
+    test_metrics = {name: round(float(value), 6) for name, value in metrics["test"].items()
+                    if isinstance(value, (int, float)) and "runtime" not in name and "per_second" not in name}
+    return dict(
+        task=task.name, arm=arm.name, variant=arm.variant, llm_layers=" ".join(map(str, layers)),
+        llm_trainable=arm.llm_trainable, seed=arguments.training.seed, metric=metric,
+        greater_is_better=task.greater_is_better,
+        test_score=f"{metrics['test'][metric]:.6f}", val_score=f"{metrics['validation'][metric]:.6f}",
+        test_loss=f"{metrics['test']['loss']:.6f}", test_metrics=json.dumps(test_metrics, sort_keys=True),
+        epochs_run=f"{metrics['train'].get('epoch', float('nan')):g}",
+        train_runtime_s=f"{metrics['train']['train_runtime']:.1f}", wall_s=f"{finished.wall_s:.1f}",
+        threads=finished.threads, precision="bf16 autocast" if arguments.training.bf16 else "fp32",
+        dataset=metrics.get("dataset", ""), trunk=str(trunk), llm="" if arm.variant == "none" else base.model.llm,
+        budget=describe_budget(base.training), command=command, train_command=finished.run.command, **env,
+    )
 
 
-def summarize(rows: list[dict]) -> list[dict]:
-    """Per arm (in study order): seeds, mean/std of the test and validation score, runtime, and the paired difference
-    of the test score against the plain trunk on the seeds both have ("wins" count improvements: higher or lower, as
-    the metric says)."""
-    _, greater_is_better = metric_of(rows)
-    by_arm: dict[str, list[dict]] = {}
-    for row in rows:
-        by_arm.setdefault(row["arm"], []).append(row)
-    order = [arm.name for arm in ARMS if arm.name in by_arm] + sorted(set(by_arm) - set(ARM_BY_NAME))
-    baseline = {int(r["seed"]): float(r["test_score"]) for r in by_arm.get(BASELINE, [])}
-    summary = []
-    for name in order:
-        runs = sorted(by_arm[name], key=lambda r: int(r["seed"]))
-        test = [float(r["test_score"]) for r in runs]
-        val = [float(r["val_score"]) for r in runs]
-        entry = dict(arm=name, llm_layers=runs[0]["llm_layers"], seeds=[int(r["seed"]) for r in runs],
-                     test=_mean_std(test), val=_mean_std(val),
-                     runtime=statistics.fmean(float(r["wall_s"]) for r in runs))
-        if name != BASELINE and baseline:
-            diffs = [float(r["test_score"]) - baseline[int(r["seed"])] for r in runs if int(r["seed"]) in baseline]
-            if diffs:
-                entry["diff"] = _mean_std(diffs)
-                entry["wins"] = (sum((d > 0) if greater_is_better else (d < 0) for d in diffs), len(diffs))
-                entry["test_name"], entry["p"] = paired_test(diffs)
-        summary.append(entry)
-    return summary
-
-
-def _format(pair: tuple[float, float], percent: bool, signed: bool = False) -> str:
-    mean, std = pair
-    scale, digits = (100, 2) if percent else (1, 3)
-    return f"{scale * mean:{'+' if signed else ''}.{digits}f} ± {scale * std:.{digits}f}"
-
-
-def _is_fraction(metric: str) -> bool:
-    """Accuracy-like metrics in [0, 1] are shown in percent (and differences in percentage points)."""
-    return any(part in metric for part in ("accuracy", "exact_match", "R@", "miss_rate"))
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """The study's table: the metric (in % for accuracies), mean ± sample std over seeds; Δ is arm minus none on the
-    same seed."""
-    metric, greater_is_better = metric_of(rows)
-    percent = _is_fraction(metric)
-    if metric == "accuracy":
-        names = ("test acc. (%)", "val acc. (%)", "Δ test vs none (pp)")
-    else:
-        unit = " (%)" if percent else ""
-        names = (f"test {metric}{unit}", f"val {metric}{unit}", f"Δ test vs none{' (pp)' if percent else ''}")
-    lines = [f"| arm | LLM layers | seeds | {names[0]} | {names[1]} | {names[2]} | better/seeds | p | s/run |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for entry in summarize(rows):
-        if "diff" in entry:
-            p = entry["p"]
-            diff, wins = _format(entry["diff"], percent, signed=True), f"{entry['wins'][0]}/{entry['wins'][1]}"
-            p_text = "n/a" if math.isnan(p) else ("< 0.001" if p < 0.0005 else f"{p:.3f}")
-        else:
-            diff, wins, p_text = "—", "—", "—"
-        layers = entry["llm_layers"] or "—"
-        lines.append(f"| {entry['arm']} | {layers} | {len(entry['seeds'])} | {_format(entry['test'], percent)} | "
-                     f"{_format(entry['val'], percent)} | {diff} | {wins} | {p_text} | {entry['runtime']:.0f} |")
-    if not greater_is_better:
-        lines.append("")
-        lines.append(f"Lower {metric} is better; better/seeds counts seeds where the arm's {metric} is below none's.")
-    return "\n".join(lines) + "\n"
-
-
-def test_name_used(rows: list[dict]) -> str:
-    names = {entry.get("test_name") for entry in summarize(rows)} - {None}
-    return ", ".join(sorted(names)) or "none"
-
-
-def plot_runs(rows: list[dict], path) -> None:
-    """The test score per arm: one dot per seed and the mean ± std as an error bar (no bars: the y axis is cut to
-    the data's range, and cut bars would exaggerate differences), with the plain trunk's mean as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric, greater_is_better = metric_of(rows)
-    scale = 100 if _is_fraction(metric) else 1
-    summary = summarize(rows)
-    fig, axis = plt.subplots(figsize=(1.1 * len(summary) + 2, 4))
-    for index, entry in enumerate(summary):
-        values = [scale * float(r["test_score"]) for r in rows if r["arm"] == entry["arm"]]
-        offsets = [0.25 * (k - (len(values) - 1) / 2) / max(len(values) - 1, 1) for k in range(len(values))]
-        axis.plot([index + o for o in offsets], values, "o", color="black", markersize=3, alpha=0.6)
-        colour = "tab:gray" if entry["arm"] == BASELINE else "tab:blue"
-        axis.errorbar(index + 0.25, scale * entry["test"][0], yerr=scale * entry["test"][1], fmt="D", color=colour,
-                      capsize=4, markersize=6)
-    if summary and summary[0]["arm"] == BASELINE:
-        axis.axhline(scale * summary[0]["test"][0], color="tab:gray", linestyle="--", linewidth=1, label="none (mean)")
-        axis.legend(loc="lower right" if greater_is_better else "upper right")
-    all_values = [scale * float(r["test_score"]) for r in rows]
-    margin = 0.05 * (max(all_values) - min(all_values) or max(abs(max(all_values)), 1e-3))
-    low, high = min(all_values) - 3 * margin, max(all_values) + 2 * margin
-    axis.set_ylim(max(0, low) if scale == 100 else low, min(100, high) if scale == 100 else high)
-    axis.set_xticks(range(len(summary)), [e["arm"] for e in summary], rotation=30, ha="right")
-    label = f"test {metric}{' (%)' if scale == 100 else ''}"
-    axis.set_ylabel(label)
-    axis.set_title(f"{label} per arm ({'higher' if greater_is_better else 'lower'} is better; dots: seeds; diamond "
-                   "and bar: mean ± std)", fontsize=9)
-    axis.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# -- information filtering (paper section 4) ----------------------------------------------------------------
-# Masked digits are seen at their drawn 32 px in 4 px patches: an 8 x 8 token grid, fine enough for masks to mean
-# something, with the main job's 2-layer trunk. No flips or crops (train's default outside `digits`): they change
-# or cut the digit. (At 16 px with them, 4 epochs left both models at chance; so did this setting at 10 epochs.)
-MASKED_TRUNK = dict(image_size=32, patch_size=4, trunk_layers=2)
-
-
-def write_masked_digits_imagefolder(folder: Path, num_images: int, seed: int) -> None:
-    """The masked-digits builtin as class folders of PNGs, so `train` reads it as `imagefolder:`."""
-    from ..data.masked_digits import masked_digits_arrays
-    from PIL import Image
-
-    images, _masks, labels = masked_digits_arrays(num_images=num_images, seed=seed)
-    for index, (image, label) in enumerate(zip(images, labels)):
-        target = folder / str(int(label))
-        target.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(target / f"{index:05d}.png")
-
-
-def miou_study(base, runs_dir: Path, train_images: int, eval_images: int, quick: bool, epochs: float = 10,
-               log=print) -> list[dict]:
-    """Train "none" and "llm" (seed 0) on masked digits with the study's recipe, then score the token maps of
-    each stage against the exact digit masks of held-out images (pseudo-mask mIoU, paper section 4)."""
-    import copy
-    from dataclasses import replace
-
-    import numpy as np
-
-    from ..data.masked_digits import load_masked_digits
-    from ..training.loading import load_trained_model
-    from .maps import miou_rows
-    from .report import analyse_model
-
-    folder = runs_dir / "masked-digits-train"
-    if folder.exists():
-        shutil.rmtree(folder)
-    # Training images come from another seed than the scored ones (seed 0, as `analyze` uses).
-    write_masked_digits_imagefolder(folder, train_images, seed=1)
-    base = copy.deepcopy(base)
-    base.data = replace(base.data, dataset=f"imagefolder:{folder}", augment="off")
-    if base.model.trunk in (None, "vit-tiny", "vit-small", "vit-base"):
-        base.model = replace(base.model, **MASKED_TRUNK)
-    if not quick:
-        # Textured backgrounds need longer than the digits arms' budget before the maps mean anything (4 epochs
-        # left both models at chance, 12-13 %); both models share this budget.
-        base.training.num_train_epochs, base.training.max_steps = epochs, -1
-    base.argv = [*base.argv, "--dataset", f"imagefolder:{folder}", "--augment", "off"]
-
-    held_out = load_masked_digits(num_images=eval_images, seed=0)
-    examples = [{"image": image.convert("RGB")} for image in held_out["image"]]
-    masks = [np.asarray(mask) != 0 for mask in held_out["mask"]]
-    rows, pixels_done = [], False
-    for name in ("none", "llm"):
-        arm = ARM_BY_NAME[name]
-        output_dir = str(runs_dir / f"masked-digits-{name}-seed0")
-        log(f"[ablate] mIoU: training {name} on masked digits")
-        metrics = run_training(arm_arguments(base, arm, resolve_layers(arm.layers, 0), 0, output_dir))
-        task, model, processor = load_trained_model(output_dir)
-        activations, attention, pixels, _ = analyse_model(task, model, processor, examples, batch_size=64,
-                                                          kinds=("magnitude", "frequency"))
-        if not pixels_done:
-            rows += miou_rows("input pixels (no model)", {k: {"patches": v} for k, v in pixels.items()}, {}, masks)
-            pixels_done = True
-        label = f"{name} (test acc. {100 * metrics['test']['accuracy']:.1f}%)"
-        rows += miou_rows(label, activations, attention, masks)
-        del model
-    shutil.rmtree(folder)
-    return rows
-
-
-def miou_markdown(rows: list[dict]) -> str:
-    """mIoU as one row per model x stage with magnitude / frequency / attention columns side by side."""
-    table: dict[tuple[str, str], dict[str, float]] = {}
-    images = 0
-    for row in rows:
-        stage = row["stage"]
-        kind = row["kind"]
-        table.setdefault((row["model"], stage), {})[kind] = float(row["miou"])
-        images = int(row["images"])
-    lines = ["| model | stage | magnitude | frequency | CLS attention |", "|---|---|---:|---:|---:|"]
-    for (model, stage), scores in table.items():
-        cells = [f"{scores[k]:.3f}" if k in scores else "" for k in ("magnitude", "frequency", "attention")]
-        lines.append(f"| {model} | {stage} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\nmIoU over {images} held-out masked-digits images (8 x 8 token grid).\n"
-
-
-def write_miou_csv(rows: list[dict], path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["model", "stage", "kind", "miou", "images"])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "miou": f"{float(row['miou']):.4f}"})
+def curve_rows(finished: FinishedRun, task_name: str, arm: str) -> list[dict]:
+    seed = finished.run.arguments.training.seed
+    metric, points = finished.curve
+    return [dict(task=task_name, arm=arm, seed=seed, epoch=f"{epoch:g}", metric=metric, val_score=f"{value:.6f}")
+            for epoch, value in points]
 
 
 # -- the study ----------------------------------------------------------------------------------------------
-def _commit_note(rows: list[dict], env: dict) -> str:
-    run_commits = sorted({r["git_commit"][:12] for r in rows})
-    if run_commits == [env["git_commit"][:12]]:
-        return f"commit `{env['git_commit'][:12]}`"
-    # A --resume: the runs kept from earlier carry their own commit; the rest of this report is from this one.
-    return (f"runs at commit(s) {', '.join(f'`{c}`' for c in run_commits)}, this report and the mIoU part at "
-            f"commit `{env['git_commit'][:12]}`")
-
-
-def report_markdown(rows: list[dict], command: str, total_s: float, miou_md: str | None, env: dict) -> str:
-    """results/ablation.md: how it was made, the table, the test used, the mIoU table."""
-    seeds = sorted({int(r["seed"]) for r in rows})
-    first = rows[0]
-    metric, greater_is_better = metric_of(rows)
-    llm = next((r["llm"] for r in rows if r["llm"]), "none")
-    unit = "in %, " if _is_fraction(metric) else ""
-    lines = [
-        "# Ablation study (generated by `hf-frozenlm ablate`)",
-        "",
-        f"Command: `{command}`",
-        "",
-        f"Task `{first.get('task', 'image-classification')}`, dataset `{first['dataset']}`, trunk `{first['trunk']}`, "
-        f"LLM `{llm}`, {first['budget']} per run (one shared recipe, no per-arm tuning), seeds "
-        f"{', '.join(map(str, seeds))}. Total wall time {total_s / 60:.1f} min. hf_frozenlm {env['hf_frozenlm']}, "
-        f"torch {env['torch']}, transformers {env['transformers']}, " + _commit_note(rows, env)
-        + (f" (uncommitted edits in: {env['git_dirty'].replace(';', ', ')})" if env["git_dirty"] else "") + ".",
-        "",
-        "<!-- table: generated from ablation_runs.csv by hf_frozenlm.analysis.ablation.markdown_table -->",
-        markdown_table(rows).rstrip("\n"),
-        "<!-- end table -->",
-        "",
-        f"{'Accuracy' if metric == 'accuracy' else metric} {unit}mean ± sample standard deviation over seeds "
-        f"({'higher' if greater_is_better else 'lower'} is better). Δ: the arm's test score minus the plain trunk's on "
-        f"the same seed (same split, same seed for initialisation and data order), mean ± std"
-        f"{' in percentage points' if _is_fraction(metric) else ''}; better/seeds counts seeds where the arm beat "
-        f"`none`; p: two-sided {test_name_used(rows)} of the paired differences against zero. s/run: wall seconds per "
-        "run including model building and evaluation.",
-        "",
-    ]
-    if miou_md:
-        lines += ["## Information filtering (paper section 4): pseudo-mask mIoU on masked digits", "",
-                  "\"none\" and \"llm\" trained (seed 0) on the masked-digits builtin with the same recipe; each "
-                  "stage's token map scored against the exact digit masks, best threshold per image. Higher = the "
-                  "map singles out the digit.", "", miou_md]
-    return "\n".join(lines)
-
-
-def run_study(base, arms: list[str], seeds: list[int], out: Path, runs_dir: Path, command: str, quick: bool = False,
-              miou: bool = True, resume: bool = False, miou_train_images: int = 3000, miou_eval_images: int = 256,
-              miou_epochs: float = 10, log=print) -> dict:
-    """Train every arm x seed from the base TrainArguments, write the CSV after each run, then the table, plot and
-    (image classification only) the mIoU part. Returns the paths written."""
-    task = base.task
-    miou = miou and task.name == "image-classification"
-    if quick:
-        miou_train_images, miou_eval_images = min(miou_train_images, 200), min(miou_eval_images, 32)
-    out.mkdir(parents=True, exist_ok=True)
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    env = environment()
+def plan_runs(base, arms: list[str], seeds: list[int], runs_dir: Path, skip: set) -> list[PlannedRun]:
+    """Seed-major (an interrupted study still has complete pairs for the seeds it finished), minus `skip`."""
     depth = llm_depth(base.model) if any(ARM_BY_NAME[a].layers == "middle" for a in arms) else 0
-    csv_path = out / "ablation_runs.csv"
-    rows = read_runs_csv(csv_path) if resume and csv_path.exists() else []
-    done = {(r["arm"], int(r["seed"])) for r in rows}
-    trunk, _ = task.trunk(base.model, base.data)
-    metric = task.primary_metric
-
-    started = time.perf_counter()
-    previous_total = sum(float(r["wall_s"]) for r in rows)
-    for seed in seeds:  # seed-major: an interrupted study still has complete pairs for the seeds it finished
+    runs = []
+    for seed in seeds:
         for name in arms:
-            if (name, seed) in done:
+            if (name, seed) in skip:
                 continue
             arm = ARM_BY_NAME[name]
             layers = resolve_layers(arm.layers, depth) if arm.variant != "none" else []
-            arguments = arm_arguments(base, arm, layers, seed, str(runs_dir / f"{name}-seed{seed}"))
-            train_command = "hf-frozenlm train " + shlex.join(redact_argv(arguments.argv))
-            log(f"[ablate] {name} seed {seed}: {train_command}")
-            tic = time.perf_counter()
-            metrics = run_training(arguments)
-            wall = time.perf_counter() - tic
-            drop_weights(arguments.training.output_dir)
-            rows.append(dict(
-                arm=name, variant=arm.variant, llm_layers=" ".join(map(str, layers)),
-                llm_trainable=arm.llm_trainable, seed=seed, metric=metric,
-                test_score=f"{metrics['test'][metric]:.6f}", val_score=f"{metrics['validation'][metric]:.6f}",
-                test_loss=f"{metrics['test']['loss']:.6f}",
-                train_runtime_s=f"{metrics['train']['train_runtime']:.1f}", wall_s=f"{wall:.1f}",
-                task=task.name, dataset=task.dataset_name(base.data), trunk=str(trunk),
-                llm="" if arm.variant == "none" else base.model.llm,
-                budget=describe_budget(base.training), command=command, train_command=train_command, **env,
-            ))
-            write_runs_csv(rows, csv_path)
-            log(f"[ablate] {name} seed {seed}: test {metric} {metrics['test'][metric]:.4f}, "
-                f"validation {metrics['validation'][metric]:.4f}, {wall:.0f} s")
-    rows = [r for r in rows if r["arm"] in arms and int(r["seed"]) in seeds]
-    write_runs_csv(rows, csv_path)
-    plot_runs(rows, out / "ablation.png")
-    miou_md = None
-    if miou:
-        miou_rows_ = miou_study(base, runs_dir, miou_train_images, miou_eval_images, quick, miou_epochs, log=log)
-        write_miou_csv(miou_rows_, out / "miou.csv")
-        miou_md = miou_markdown(miou_rows_) + (
-            f"\nmIoU models: {miou_train_images} generated training images (split 70/10/20 by `train`), "
-            f"{'the quick budget' if quick else f'{miou_epochs:g} epochs'}, otherwise the study's recipe.\n")
-    total = previous_total + (time.perf_counter() - started) if resume else time.perf_counter() - started
-    report = report_markdown(rows, command, total, miou_md, env)
-    (out / "ablation.md").write_text(report, encoding="utf-8")
-    log(report)
-    return dict(csv=csv_path, markdown=out / "ablation.md", plot=out / "ablation.png",
-                miou=(out / "miou.csv") if miou else None, total_s=total)
+            output_dir = str(runs_dir / f"{name}-seed{seed}")
+            runs.append(PlannedRun((name, seed), arm_arguments(base, arm, layers, seed, output_dir), tuple(layers)))
+    return runs
+
+
+def run_study(base, arms: list[str], seeds: list[int], out: Path, runs_dir: Path, command: str, resume: bool = False,
+              jobs: int = 1, log=print) -> dict:
+    """Train every arm x seed of one task from the base TrainArguments into OUT/ablation_runs.csv (shared by all
+    tasks: the other tasks' rows are kept) and OUT/ablation_curves.csv, the CSVs rewritten after each run. Without
+    `resume` this task's rows for these arms and seeds are trained again; with it only the missing ones."""
+    task = base.task
+    out.mkdir(parents=True, exist_ok=True)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    csv_path, curves_path = out / "ablation_runs.csv", out / "ablation_curves.csv"
+    planned = {(name, seed) for name in arms for seed in seeds}
+
+    def replaced(row) -> bool:
+        return row["task"] == task.name and (row["arm"], int(row["seed"])) in planned and not resume
+
+    rows = [r for r in read_runs_csv(csv_path) if not replaced(r)]
+    curves = [r for r in read_csv(curves_path) if not replaced(r)]
+    done = {(r["arm"], int(r["seed"])) for r in rows if r["task"] == task.name}
+    trunk, _ = task.trunk(base.model, base.data)
+    runs = plan_runs(base, arms, seeds, runs_dir, skip=done if resume else set())
+    log(f"[ablate] {task.name}: {len(runs)} run(s) to train, {jobs} at a time"
+        + (f", {len(done & planned)} kept from {csv_path}" if resume else ""))
+
+    def finished(result: FinishedRun) -> None:
+        name, seed = result.run.key
+        arm = ARM_BY_NAME[name]
+        rows.append(run_row(result, task, arm, list(result.run.layers), base, trunk, command, env))
+        curves.extend(curve_rows(result, task.name, name))
+        drop_weights(result.run.output_dir)
+        write_csv(study_order(rows), csv_path, CSV_FIELDS)
+        write_csv(study_order(curves), curves_path, CURVE_FIELDS)
+        log(f"[ablate] {task.name} {name} seed {seed}: test {task.primary_metric} "
+            f"{result.metrics['test'][task.primary_metric]:.4f}, {result.wall_s:.0f} s")
+
+    started = time.perf_counter()
+    execute_runs(runs, jobs, runs_dir / "logs", finished, log=log)
+    return dict(csv=csv_path, curves=curves_path, elapsed_s=time.perf_counter() - started, trained=len(runs))
 
 
 def study_command(argv: list[str]) -> str:

@@ -49,10 +49,13 @@ def _distractors(rng: np.random.Generator, size: int, count: int) -> np.ndarray:
     return np.asarray(layer) / 255
 
 
-def masked_digits_arrays(num_images: int = 256, image_size: int = 32, seed: int = 0, distractors: int = 2):
+def masked_digits_arrays(num_images: int = 256, image_size: int = 32, seed: int = 0, distractors: int = 2,
+                         clutter: bool = True):
     """(images uint8 (N, S, S, 3), masks bool (N, S, S), labels int (N,)) as numpy arrays.
 
     distractors: dark strokes per image that are not part of the object (0 gives plain textured backgrounds).
+    clutter: False draws the same digits (same sizes, places and ink) on a plain light background with no strokes:
+    the clean first stage of a curriculum, from the same seed.
     """
     from sklearn.datasets import load_digits
 
@@ -72,8 +75,10 @@ def masked_digits_arrays(num_images: int = 256, image_size: int = 32, seed: int 
         opacity[top : top + side, left : left + side] = np.asarray(ink) / 255
         ink_colour = rng.uniform(0.0, 0.25, 3)
         canvas = _texture(rng, image_size)
-        clutter = _distractors(rng, image_size, distractors)[..., None]
-        canvas = canvas * (1 - clutter) + rng.uniform(0.0, 0.3, 3) * clutter
+        strokes = _distractors(rng, image_size, distractors)[..., None]
+        canvas = canvas * (1 - strokes) + rng.uniform(0.0, 0.3, 3) * strokes
+        if not clutter:  # drawn after the texture so that both variants consume the generator alike
+            canvas = np.full_like(canvas, 0.95)
         # The digit is drawn last, over any stroke, so its mask is exactly the visible digit.
         canvas = canvas * (1 - opacity[..., None]) + ink_colour * opacity[..., None]
         images[i] = np.clip(np.round(canvas * 255), 0, 255).astype(np.uint8)

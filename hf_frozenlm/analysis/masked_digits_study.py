@@ -1,0 +1,251 @@
+"""Information filtering that can be judged (paper section 4): pseudo-mask mIoU of models that learned their task.
+
+The masked-digits builtin (a real digit on a textured background with distractor strokes, exact masks) is too hard
+for a 2-layer ViT from scratch at the study's budget: trained directly, both arms stayed at chance. So the study uses
+a curriculum with a pretrained trunk, the way the paper's models start from a trained encoder:
+
+1. clean stage (once): the plain trunk learns the same digits, same sizes and places, on a plain background;
+2. cluttered stage (per seed, per arm): `none` and `llm` start from that trunk (`--trunk <its folder>`; the block,
+   its linears and the head are new, the seed sets them and the data order) and train on the cluttered images;
+3. every stage's token maps of held-out cluttered images are scored against the digit masks (best threshold per
+   image, paper protocol), beside two references without a model: the raw input patches and uniform random maps.
+
+Writes OUT/miou_runs.csv (one row per run, with provenance) and OUT/miou.csv (one row per run x stage x map kind).
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+
+from .ablation import (ARM_BY_NAME, PlannedRun, arm_arguments, drop_weights, environment, execute_runs, read_csv,
+                       write_csv)
+
+# The token grid: 32 px images in 4 px patches = 8 x 8 tokens, fine enough for the masks to mean something.
+MASKED_TRUNK_ARGV = ["--image_size", "32", "--patch_size", "4", "--trunk_layers", "2"]
+TRAIN_IMAGES = 12000  # generated with seed 1, split 70/10/20 by `train`; the scored images use seed 0
+CLEAN_EPOCHS = 25
+CLUTTERED_EPOCHS = 20
+SCORED_IMAGES = 256
+ARMS = ("none", "llm")
+STAGES = ("trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out")
+ACCURACY_BAR = 0.90  # the issue's bar for a model whose maps are worth scoring
+RUN_FIELDS = ["stage", "arm", "seed", "test_accuracy", "val_accuracy", "epochs", "train_images", "wall_s",
+              "precision", "hf_frozenlm", "torch", "transformers", "python", "cpu", "git_commit", "git_dirty",
+              "command", "train_command"]
+MIOU_FIELDS = ["model", "arm", "seed", "test_accuracy", "stage", "kind", "miou", "images"]
+
+
+def write_images(folder: Path, num_images: int, clutter: bool) -> None:
+    """The masked-digits training images as class folders of PNGs (read by `train` as `imagefolder:`)."""
+    from PIL import Image
+
+    from ..data.masked_digits import masked_digits_arrays
+
+    if folder.exists() and sum(1 for _ in folder.glob("*/*.png")) == num_images:
+        return  # written from the same seed before
+    shutil.rmtree(folder, ignore_errors=True)
+    images, _masks, labels = masked_digits_arrays(num_images=num_images, seed=1, clutter=clutter)
+    for index, (image, label) in enumerate(zip(images, labels)):
+        target = folder / str(int(label))
+        target.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(target / f"{index:05d}.png")
+
+
+def export_trunk(run_dir: str, trunk_dir: Path) -> None:
+    """The trained plain model's ViT trunk as a stand-alone ViTModel folder, which `--trunk` takes."""
+    from ..training.loading import load_trained_model
+
+    _task, model, _processor = load_trained_model(run_dir)
+    model.trunk.save_pretrained(trunk_dir)
+
+
+def _parse(argv: list[str]):
+    from ..training.arguments import parse_train_arguments
+
+    arguments = parse_train_arguments(argv)
+    arguments.argv = list(argv)
+    return arguments
+
+
+def plan(base, seeds: list[int], runs_dir: Path, quick: bool) -> tuple[PlannedRun, list[PlannedRun], Path]:
+    """(the clean-stage run, the cluttered-stage runs, the trunk folder they start from)."""
+    epochs = (["--max_steps", "2"] if quick else [])
+    clean_dir, trunk_dir = runs_dir / "clean-stage", runs_dir / "clean-trunk"
+    common = [*base.argv, "--augment", "off"]
+    clean_argv = [*common, "--dataset", f"imagefolder:{runs_dir / 'clean-images'}", *MASKED_TRUNK_ARGV,
+                  *(epochs or ["--num_train_epochs", str(CLEAN_EPOCHS)]), "--variant", "none", "--seed", "0",
+                  "--output_dir", str(clean_dir), "--overwrite_output_dir"]
+    clean = PlannedRun(("clean", "none", 0), _parse(clean_argv))
+    cluttered_base = _parse([*common, "--dataset", f"imagefolder:{runs_dir / 'cluttered-images'}", "--trunk",
+                             str(trunk_dir), *(epochs or ["--num_train_epochs", str(CLUTTERED_EPOCHS)]),
+                             "--output_dir", str(runs_dir / "unused")])
+    cluttered = []
+    for seed in seeds:
+        for name in ARMS:
+            arm = ARM_BY_NAME[name]
+            layers = [-1] if arm.variant != "none" else []
+            arguments = arm_arguments(cluttered_base, arm, layers, seed, str(runs_dir / f"{name}-seed{seed}"))
+            cluttered.append(PlannedRun(("cluttered", name, seed), arguments, tuple(layers)))
+    return clean, cluttered, trunk_dir
+
+
+def random_reference(masks, grid_shape, seed: int = 0) -> dict:
+    """Uniform random maps scored like a model's: the mIoU that a map with no information reaches through the
+    per-image best threshold alone."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return {"random": {"random map": torch.rand((len(masks), *grid_shape), generator=generator)}}
+
+
+def score_run(run_dir: str, label: str, examples, masks) -> tuple[list[dict], dict]:
+    """mIoU rows of every stage x kind and CLS attention of one trained model; (rows, input-pixel maps)."""
+    from ..training.loading import load_trained_model
+    from .maps import miou_rows
+    from .report import analyse_model
+
+    task, model, processor = load_trained_model(run_dir)
+    activations, attention, pixels, grids = analyse_model(task, model, processor, examples, batch_size=64,
+                                                          kinds=("magnitude", "frequency"))
+    return miou_rows(label, activations, attention, masks), dict(pixels=pixels, grid=grids[0].grid_shape)
+
+
+def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, command: str, quick: bool = False,
+                            resume: bool = False, jobs: int = 1, log=print) -> dict:
+    """Curriculum training (clean stage once, cluttered stage per seed and arm), then the mIoU of every stage."""
+    import numpy as np
+
+    from ..data.masked_digits import load_masked_digits
+    from .maps import miou_rows
+
+    train_images = 200 if quick else TRAIN_IMAGES
+    scored_images = 32 if quick else SCORED_IMAGES
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_images(runs_dir / "clean-images", train_images, clutter=False)
+    write_images(runs_dir / "cluttered-images", train_images, clutter=True)
+    env = environment()
+    clean, cluttered, trunk_dir = plan(base, seeds, runs_dir, quick)
+    runs_csv = out / "miou_runs.csv"
+    kept = read_csv(runs_csv) if resume else []
+    done = {(r["stage"], r["arm"], int(r["seed"])) for r in kept}
+    run_rows = list(kept)
+
+    def record(result) -> None:
+        stage, arm, seed = result.run.key
+        metrics = result.metrics
+        run_rows.append(dict(
+            stage=stage, arm=arm, seed=seed, test_accuracy=f"{metrics['test']['accuracy']:.6f}",
+            val_accuracy=f"{metrics['validation']['accuracy']:.6f}",
+            epochs=f"{metrics['train'].get('epoch', float('nan')):g}", train_images=train_images,
+            wall_s=f"{result.wall_s:.1f}", precision="bf16 autocast" if result.run.arguments.training.bf16 else "fp32",
+            command=command, train_command=result.run.command, **env))
+        write_csv(run_rows, runs_csv, RUN_FIELDS)
+        log(f"[ablate] masked digits {stage} {arm} seed {seed}: test accuracy {metrics['test']['accuracy']:.4f}, "
+            f"{result.wall_s:.0f} s")
+
+    if clean.key not in done or not trunk_dir.exists():
+        run_rows = [r for r in run_rows if r["stage"] != "clean"]
+        execute_runs([clean], 1, runs_dir / "logs", record, log=log)
+        export_trunk(clean.output_dir, trunk_dir)
+        drop_weights(clean.output_dir)
+    todo = [run for run in cluttered if run.key not in done or not Path(run.output_dir, "model.safetensors").exists()]
+    run_rows = [r for r in run_rows if (r["stage"], r["arm"], int(r["seed"])) not in {run.key for run in todo}]
+    execute_runs(todo, jobs, runs_dir / "logs", record, log=log)
+
+    # Scoring: held-out cluttered images (seed 0, not trained on), every run's stages, then the references.
+    log("[ablate] masked digits: scoring the token maps")
+    held_out = load_masked_digits(num_images=scored_images, seed=0)
+    examples = [{"image": image.convert("RGB")} for image in held_out["image"]]
+    masks = [np.asarray(mask) != 0 for mask in held_out["mask"]]
+    accuracy = {(r["arm"], int(r["seed"])): float(r["test_accuracy"]) for r in run_rows if r["stage"] == "cluttered"}
+    miou, reference = [], None
+    for run in cluttered:
+        _, arm, seed = run.key
+        rows, reference = score_run(run.output_dir, f"{arm} seed {seed}", examples, masks)
+        miou += [dict(row, arm=arm, seed=seed, test_accuracy=f"{accuracy[(arm, seed)]:.6f}") for row in rows]
+    pixels = {kind: {"patches": maps} for kind, maps in reference["pixels"].items()}
+    miou += [dict(row, arm="input pixels", seed="") for row in miou_rows("input pixels", pixels, {}, masks)]
+    miou += [dict(row, arm="random map", seed="")
+             for row in miou_rows("random map", random_reference(masks, reference["grid"]), {}, masks)]
+    write_csv([dict(row, miou=f"{float(row['miou']):.4f}") for row in miou], out / "miou.csv", MIOU_FIELDS)
+    return dict(runs=runs_csv, miou=out / "miou.csv")
+
+
+# -- the table ---------------------------------------------------------------------------------------------------
+def _pairs(rows: list[dict], arm: str, stage: str, kind: str) -> dict[int, float]:
+    return {int(r["seed"]): float(r["miou"]) for r in rows if r["arm"] == arm and r["stage"] == stage
+            and r["kind"] == kind and r["miou"] not in ("", "nan")}
+
+
+def _mean_std(values, signed: bool = False) -> str:
+    values = list(values)
+    if not values:
+        return ""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):{'+' if signed else ''}.3f} ± {std:.3f}"
+
+
+def _diff(rows: list[dict], arm: str, stage: str, kind: str, ref_arm: str, ref_stage: str) -> str:
+    from .ablation_report import format_p, paired_test
+
+    own, ref = _pairs(rows, arm, stage, kind), _pairs(rows, ref_arm, ref_stage, kind)
+    diffs = [own[s] - ref[s] for s in sorted(own) if s in ref]
+    if not diffs or (arm, stage) == (ref_arm, ref_stage):
+        return "—"
+    _, p = paired_test(diffs)
+    return f"{_mean_std(diffs, signed=True)}, {sum(d > 0 for d in diffs)}/{len(diffs)}, p {format_p(p)}"
+
+
+def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
+    """mIoU per arm x stage (mean ± std over seeds) for magnitude maps, frequency maps and CLS attention, with the
+    paired difference of each stage against the same seed's `none` trunk and against the model's own trunk."""
+    lines = []
+    cluttered = [r for r in run_rows if r["stage"] == "cluttered"]
+    for arm in ARMS:
+        accuracies = [float(r["test_accuracy"]) for r in cluttered if r["arm"] == arm]
+        if accuracies:
+            lines.append(f"- `{arm}`: test accuracy on cluttered digits {100 * statistics.fmean(accuracies):.1f} ± "
+                         f"{100 * (statistics.stdev(accuracies) if len(accuracies) > 1 else 0):.1f} % "
+                         f"(min {100 * min(accuracies):.1f} %) over {len(accuracies)} seeds")
+    clean = [r for r in run_rows if r["stage"] == "clean"]
+    if clean:
+        lines.append(f"- clean stage (the shared trunk): test accuracy on clean digits "
+                     f"{100 * float(clean[0]['test_accuracy']):.1f} %, {clean[0]['epochs']} epochs")
+    lines.append("")
+    lines.append("| model | stage | magnitude | Δ vs none's trunk | Δ vs own trunk | frequency | Δ vs none's trunk | "
+                 "CLS attention |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for arm in ARMS:
+        stages = [s for s in STAGES if _pairs(rows, arm, s, "magnitude")]
+        for stage in stages:
+            cells = [_mean_std(_pairs(rows, arm, stage, "magnitude").values()),
+                     _diff(rows, arm, stage, "magnitude", "none", "trunk"),
+                     _diff(rows, arm, stage, "magnitude", arm, "trunk"),
+                     _mean_std(_pairs(rows, arm, stage, "frequency").values()),
+                     _diff(rows, arm, stage, "frequency", "none", "trunk"), ""]
+            lines.append(f"| {arm} | {stage} | " + " | ".join(cells) + " |")
+        for stage in ("trunk_cls", "llm_cls"):
+            attention = _pairs(rows, arm, stage, "attention")
+            if attention:
+                lines.append(f"| {arm} | {stage} |  |  |  |  |  | {_mean_std(attention.values())} |")
+    for reference, stage in (("input pixels", "patches"), ("random map", "random map")):
+        scores = {r["kind"]: float(r["miou"]) for r in rows if r["arm"] == reference and r["stage"] == stage}
+        if scores:
+            # The random map is one map, not a magnitude or frequency one: it stands in both columns.
+            magnitude = scores.get("magnitude", scores.get("random", float("nan")))
+            frequency = scores.get("frequency", scores.get("random", float("nan")))
+            lines.append(f"| {reference} (no model) | {stage} | {magnitude:.3f} |  |  | {frequency:.3f} |  |  |")
+    images = next((r["images"] for r in rows if r.get("images")), "?")
+    lines += ["", f"mIoU over {images} held-out cluttered images (8 x 8 token grid), mean ± std over seeds; Δ: paired "
+              "difference on the same seed (mean ± std, seeds where the stage is higher, paired t-test p). The random "
+              "map row is one draw of uniform noise per image, shown in both columns."]
+    return "\n".join(lines) + "\n"
+
+
+def summary(run_rows: list[dict]) -> dict:
+    """Whether every cluttered-stage model reached the accuracy bar (the maps of a model at chance mean nothing)."""
+    cluttered = [r for r in run_rows if r["stage"] == "cluttered"]
+    return dict(models=len(cluttered), above_bar=sum(float(r["test_accuracy"]) >= ACCURACY_BAR for r in cluttered))

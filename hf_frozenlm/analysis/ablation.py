@@ -193,7 +193,7 @@ def arm_arguments(base, arm: StudyArm, layers: list[int], seed: int, output_dir:
     arguments.training.seed = seed
     arguments.training.output_dir = output_dir
     arguments.argv = [*arguments.argv, "--variant", arm.variant, "--seed", str(seed), "--output_dir", output_dir,
-                      *(["--llm_layers", *map(str, layers)] if layers else []),
+                      "--overwrite_output_dir", *(["--llm_layers", *map(str, layers)] if layers else []),
                       *(["--llm_trainable"] if arm.llm_trainable else [])]
     return arguments
 

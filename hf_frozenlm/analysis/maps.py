@@ -324,6 +324,19 @@ def miou_rows(label: str, activation_maps: dict[str, dict[str, torch.Tensor]],
     return rows
 
 
+def reference_miou_rows(pixel_maps: dict[str, torch.Tensor], masks, seed: int = 0) -> list[dict]:
+    """The two references every model's mIoU is read against: uniform noise (what a map that knows nothing scores
+    under the best-threshold rule) and the raw input patches (the low-level cue the features should beat).
+    pixel_maps: kind -> (N, H, W) maps of the input patches (`pixel_activations`)."""
+    grid_shape = tuple(next(iter(pixel_maps.values())).shape[1:])
+    noise = torch.rand(len(masks), *grid_shape, generator=torch.Generator().manual_seed(seed))
+    rows = miou_rows(RANDOM_REFERENCE, {"-": {"uniform noise": noise}}, {}, masks)
+    return rows + miou_rows(PIXEL_REFERENCE, {kind: {"patches": maps} for kind, maps in pixel_maps.items()}, {}, masks)
+
+
+RANDOM_REFERENCE, PIXEL_REFERENCE = "random maps (chance)", "input pixels (no model)"
+
+
 def write_miou_table(rows: list[dict], csv_path, markdown_path) -> str:
     """Write the rows as CSV and as a Markdown table; returns the Markdown."""
     import csv

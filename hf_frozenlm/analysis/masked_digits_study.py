@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .ablation import (ARM_BY_NAME, PlannedRun, arm_arguments, drop_weights, environment, execute_runs, read_csv,
                        write_csv)
+from .maps import PIXEL_REFERENCE, RANDOM_REFERENCE
 
 # The token grid: 32 px images in 4 px patches = 8 x 8 tokens, fine enough for the masks to mean something.
 MASKED_TRUNK_ARGV = ["--image_size", "32", "--patch_size", "4", "--trunk_layers", "2"]
@@ -91,25 +92,16 @@ def plan(base, seeds: list[int], runs_dir: Path, quick: bool) -> tuple[PlannedRu
     return clean, cluttered, trunk_dir
 
 
-def random_reference(masks, grid_shape, seed: int = 0) -> dict:
-    """Uniform random maps scored like a model's: the mIoU that a map with no information reaches through the
-    per-image best threshold alone."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    return {"random": {"random map": torch.rand((len(masks), *grid_shape), generator=generator)}}
-
-
 def score_run(run_dir: str, label: str, examples, masks) -> tuple[list[dict], dict]:
-    """mIoU rows of every stage x kind and CLS attention of one trained model; (rows, input-pixel maps)."""
+    """mIoU rows of every stage x kind and CLS attention of one trained model; (rows, the input patches' maps)."""
     from ..training.loading import load_trained_model
     from .maps import miou_rows
     from .report import analyse_model
 
     task, model, processor = load_trained_model(run_dir)
-    activations, attention, pixels, grids = analyse_model(task, model, processor, examples, batch_size=64,
+    activations, attention, pixels, _grids = analyse_model(task, model, processor, examples, batch_size=64,
                                                           kinds=("magnitude", "frequency"))
-    return miou_rows(label, activations, attention, masks), dict(pixels=pixels, grid=grids[0].grid_shape)
+    return miou_rows(label, activations, attention, masks), pixels
 
 
 def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, command: str, quick: bool = False,
@@ -118,7 +110,7 @@ def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, c
     import numpy as np
 
     from ..data.masked_digits import load_masked_digits
-    from .maps import miou_rows
+    from .maps import reference_miou_rows
 
     train_images = 200 if quick else TRAIN_IMAGES
     scored_images = 32 if quick else SCORED_IMAGES
@@ -166,10 +158,7 @@ def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, c
         _, arm, seed = run.key
         rows, reference = score_run(run.output_dir, f"{arm} seed {seed}", examples, masks)
         miou += [dict(row, arm=arm, seed=seed, test_accuracy=f"{accuracy[(arm, seed)]:.6f}") for row in rows]
-    pixels = {kind: {"patches": maps} for kind, maps in reference["pixels"].items()}
-    miou += [dict(row, arm="input pixels", seed="") for row in miou_rows("input pixels", pixels, {}, masks)]
-    miou += [dict(row, arm="random map", seed="")
-             for row in miou_rows("random map", random_reference(masks, reference["grid"]), {}, masks)]
+    miou += [dict(row, arm=row["model"], seed="") for row in reference_miou_rows(reference, masks)]
     write_csv([dict(row, miou=f"{float(row['miou']):.4f}") for row in miou], out / "miou.csv", MIOU_FIELDS)
     return dict(runs=runs_csv, miou=out / "miou.csv")
 
@@ -231,17 +220,17 @@ def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
             attention = _pairs(rows, arm, stage, "attention")
             if attention:
                 lines.append(f"| {arm} | {stage} |  |  |  |  |  | {_mean_std(attention.values())} |")
-    for reference, stage in (("input pixels", "patches"), ("random map", "random map")):
-        scores = {r["kind"]: float(r["miou"]) for r in rows if r["arm"] == reference and r["stage"] == stage}
+    for reference in (PIXEL_REFERENCE, RANDOM_REFERENCE):
+        scores = {r["kind"]: float(r["miou"]) for r in rows if r["arm"] == reference}
         if scores:
-            # The random map is one map, not a magnitude or frequency one: it stands in both columns.
-            magnitude = scores.get("magnitude", scores.get("random", float("nan")))
-            frequency = scores.get("frequency", scores.get("random", float("nan")))
-            lines.append(f"| {reference} (no model) | {stage} | {magnitude:.3f} |  |  | {frequency:.3f} |  |  |")
+            # The noise map is one map, not a magnitude or frequency one: it stands in both columns.
+            stage = next(r["stage"] for r in rows if r["arm"] == reference)
+            magnitude, frequency = (scores.get(kind, scores.get("-", float("nan"))) for kind in ("magnitude", "frequency"))
+            lines.append(f"| {reference} | {stage} | {magnitude:.3f} |  |  | {frequency:.3f} |  |  |")
     images = next((r["images"] for r in rows if r.get("images")), "?")
     lines += ["", f"mIoU over {images} held-out cluttered images (8 x 8 token grid), mean ± std over seeds; Δ: paired "
               "difference on the same seed (mean ± std, seeds where the stage is higher, paired t-test p). The random "
-              "map row is one draw of uniform noise per image, shown in both columns."]
+              "maps are one draw of uniform noise per image, shown in both columns."]
     return "\n".join(lines) + "\n"
 
 

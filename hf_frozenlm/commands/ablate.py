@@ -50,7 +50,8 @@ def build_parser() -> CommandParser:
                         help="runs trained side by side, each in its own single-threaded process (default 1: one "
                              "after the other in this process); up to the number of cores")
     parser.add_argument("--quick", action="store_true",
-                        help="short mode: one seed, 2 steps per run on 64 images (tests the pipeline only)")
+                        help="short mode: seed 0 only (unless --seed_list), 2 steps per run on 64 images (tests the "
+                             "pipeline only)")
     parser.add_argument("--no_miou", action="store_true", help="skip the masked-digits mIoU part (images only)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in OUT/ablation_runs.csv (and the mIoU's) and train only the "
@@ -77,8 +78,6 @@ def main(argv: list[str]) -> int:
     apply_study_defaults(base, train_argv, quick=args.quick)
     arms = args.arms or list(DEFAULT_ARMS.get(base.task.name, ("none", "llm")))
     seeds = args.seed_list or list(range(1 if args.quick else args.seeds))
-    if args.quick:
-        seeds = seeds[:1]
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO,
                         stream=sys.stdout)
     logging.getLogger("transformers").setLevel(logging.WARNING)

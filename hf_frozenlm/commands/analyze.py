@@ -47,7 +47,7 @@ def build_parser() -> CommandParser:
 
 
 def main(argv: list[str]) -> int:
-    from ..analysis.maps import miou_rows, write_miou_table
+    from ..analysis.maps import miou_rows, reference_miou_rows, write_miou_table
     from ..analysis.report import analyse_model, image_examples, model_label, plot_maps, task_examples
     from ..errors import UsageError
     from ..training.loading import load_trained_model
@@ -100,12 +100,7 @@ def main(argv: list[str]) -> int:
         print(f"[analyze] wrote {path}")
 
     if masks is not None:
-        # References first: uniform noise (what a map that knows nothing scores under the best-threshold rule)
-        # and the raw input patches (the low-level cue the features should beat).
-        grid_shape = tuple(pixels[args.kinds[0]].shape[1:])
-        noise = torch.rand(len(examples), *grid_shape, generator=torch.Generator().manual_seed(0))
-        rows = miou_rows("random maps (chance)", {"-": {"uniform noise": noise}}, {}, masks)
-        rows += miou_rows("input pixels (no model)", {kind: {"patches": pixels[kind]} for kind in args.kinds}, {}, masks)
+        rows = reference_miou_rows({kind: pixels[kind] for kind in args.kinds}, masks)  # references first
         for label, activations, attention in results:
             rows += miou_rows(label, activations, attention, masks)
         markdown = write_miou_table(rows, out / "miou.csv", out / "miou.md")

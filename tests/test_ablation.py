@@ -56,7 +56,7 @@ def test_quick_study_rows_curves_and_report(quick_study):
     # Run folders keep metrics, not weights; the masked-digits models stay whole for `hf-frozenlm analyze`.
     assert not list((runs / "image-classification").glob("*-seed0/model.safetensors"))
     assert (runs / "masked-digits" / "llm-seed0" / "model.safetensors").exists()
-    assert (runs / "masked-digits" / "clean-trunk" / "config.json").exists()
+    assert (runs / "masked-digits" / "cluttered-trunk" / "config.json").exists()
     # The report: every block generated from the CSVs, both plots.
     report = (out / "README.md").read_text()
     for name, content in ablation_report.generated_blocks(out).items():
@@ -66,10 +66,15 @@ def test_quick_study_rows_curves_and_report(quick_study):
 
 
 def test_quick_study_miou_part(quick_study):
-    out, _, _ = quick_study
+    out, runs_root, _ = quick_study
+    runs_dir = runs_root / "masked-digits"
     runs = _rows(out / "miou_runs.csv")
-    assert [(r["stage"], r["arm"]) for r in runs] == [("clean", "none"), ("cluttered", "none"), ("cluttered", "llm")]
-    assert "--trunk" in runs[1]["train_command"] and "clean-trunk" in runs[1]["train_command"]
+    assert [(r["stage"], r["arm"]) for r in runs] == [("clean", "none"), ("cluttered", "none"), ("arms", "none"),
+                                                      ("arms", "llm")]
+    # The curriculum: each stage starts from the previous stage's trunk, the arms from the last one.
+    assert "--trunk " not in runs[0]["train_command"]
+    assert f"--trunk {runs_dir / 'clean-trunk'}" in runs[1]["train_command"]
+    assert all("cluttered-trunk" in r["train_command"] for r in runs[2:])
     miou = _rows(out / "miou.csv")
     stages = {(r["arm"], r["stage"]) for r in miou}
     assert {("none", "trunk"), ("llm", "trunk"), ("llm", "llm_out"), ("llm", "llm_cls"),
@@ -245,7 +250,8 @@ def test_committed_rows_are_what_ablate_with_no_options_runs(tmp_path):
 
 def test_committed_miou_comes_from_models_that_learned():
     runs = _rows(RESULTS / "miou_runs.csv")
-    cluttered = [r for r in runs if r["stage"] == "cluttered"]
-    assert sorted((r["arm"], int(r["seed"])) for r in cluttered) == sorted(
+    arms = [r for r in runs if r["stage"] == "arms"]
+    assert sorted((r["arm"], int(r["seed"])) for r in arms) == sorted(
         (arm, seed) for arm in masked_digits_study.ARMS for seed in range(ablation.DEFAULT_SEEDS))
-    assert all(float(r["test_accuracy"]) >= masked_digits_study.ACCURACY_BAR for r in cluttered)
+    assert all(float(r["test_accuracy"]) >= masked_digits_study.ACCURACY_BAR for r in arms)
+    assert [r["stage"] for r in runs if r["stage"] != "arms"] == [s.name for s in masked_digits_study.CURRICULUM]

@@ -46,8 +46,7 @@ def test_quick_study_rows_curves_and_report(quick_study):
         assert row["metric"] == "accuracy" and row["greater_is_better"] == "True"
         assert 0.0 <= float(row["test_score"]) <= 1.0 and row["budget"] == "2 steps" and row["threads"] == "1"
         assert row["command"].startswith("hf-frozenlm ablate --quick")
-        assert f"--seed 0 --output_dir {runs}/{row['task']}/{row['arm']}-seed0 --overwrite_output_dir" in \
-            row["train_command"]
+        assert f"--seed 0 --output_dir {runs}/{row['task']}/{row['arm']}-seed0" in row["train_command"]
         assert "accuracy" in json.loads(row["test_metrics"]) and re.fullmatch(r"[0-9a-f]{40}", row["git_commit"])
     # Every run has its validation curve (one point per evaluation, the final evaluation not repeated).
     curves = _rows(out / "ablation_curves.csv")
@@ -135,7 +134,7 @@ def test_study_budget_arm_arguments_and_layer_resolution(tmp_path):
     assert arm.training.output_dir == str(tmp_path / "run") and base.training.seed == 42  # the base is untouched
     # The command recorded for the run is the one that reproduces it.
     assert arm.argv == [*base.argv, "--variant", "llm", "--seed", "3", "--output_dir", str(tmp_path / "run"),
-                        "--overwrite_output_dir", "--llm_layers", "-2", "-1"]
+                        "--llm_layers", "-2", "-1"]
     assert [ablation.resolve_layers(s, 30) for s in ("first", "middle", "last", "last2")] == [[0], [15], [-1], [-2, -1]]
 
 
@@ -178,12 +177,13 @@ def test_convergence_reads_the_curve_in_the_metric_direction():
         return [dict(task=task, arm="none", seed="0", epoch=str(e + 1), metric=metric, val_score=str(v))
                 for e, v in enumerate(values)]
 
-    rising = ablation_report.convergence(curve("image-classification", "accuracy", [0.2, 0.5, 0.7, 0.8]), "image-classification")
+    images, motion, retrieval = "image-classification", "motion-forecasting", "image-text-retrieval"
+    rising = ablation_report.convergence(curve(images, "accuracy", [0.2, 0.5, 0.7, 0.8]), images)
     assert rising["last_quarter_gain"] == pytest.approx(0.1) and rising["best_epoch"] == 4
     # minADE and validation loss fall as models get better: a fall is a gain.
-    falling = ablation_report.convergence(curve("motion-forecasting", "minADE", [3.0, 2.0, 1.0, 0.9]), "motion-forecasting")
+    falling = ablation_report.convergence(curve(motion, "minADE", [3.0, 2.0, 1.0, 0.9]), motion)
     assert falling["last_quarter_gain"] == pytest.approx(0.1) and falling["best_epoch"] == 4
-    loss = ablation_report.convergence(curve("image-text-retrieval", "loss", [1.0, 0.6, 0.5, 0.55]), "image-text-retrieval")
+    loss = ablation_report.convergence(curve(retrieval, "loss", [1.0, 0.6, 0.5, 0.55]), retrieval)
     assert loss["last_quarter_gain"] == pytest.approx(-0.05) and loss["best_epoch"] == 3
 
 

@@ -83,7 +83,8 @@ STUDY_TRAINING_DEFAULTS = {
 # motion forecasting's 20-epoch recipe ends with validation minADE still falling (0.78 -> 0.66 over the last 6
 # epochs of the builtin run), and the 5-epoch video recipe was still moving at its end.
 STUDY_EPOCHS = {"motion-forecasting": 40, "video-classification": 10}
-QUICK_TRAINING = {"max_steps": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32, "logging_steps": 1}
+QUICK_TRAINING = {"max_steps": 2, "per_device_train_batch_size": 16, "per_device_eval_batch_size": 32,
+                  "logging_steps": 1}
 QUICK_DATA = {"max_train_samples": 64, "max_eval_samples": 32}
 
 # Options the study sets per run; passing them through would make every arm the same.
@@ -193,7 +194,7 @@ def arm_arguments(base, arm: StudyArm, layers: list[int], seed: int, output_dir:
     arguments.training.seed = seed
     arguments.training.output_dir = output_dir
     arguments.argv = [*arguments.argv, "--variant", arm.variant, "--seed", str(seed), "--output_dir", output_dir,
-                      "--overwrite_output_dir", *(["--llm_layers", *map(str, layers)] if layers else []),
+                      *(["--llm_layers", *map(str, layers)] if layers else []),
                       *(["--llm_trainable"] if arm.llm_trainable else [])]
     return arguments
 
@@ -260,7 +261,9 @@ def run_in_process(run: PlannedRun) -> FinishedRun:
 def run_in_subprocess(run: PlannedRun, log_path: Path) -> FinishedRun:
     """`hf-frozenlm train` with the run's exact command line in its own single-threaded process."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "hf_frozenlm.cli", "train", *run.arguments.argv]
+    # The study owns its run folders: a rerun replaces the old one (in this process `arm_arguments` sets the same).
+    overwrite = [] if "--overwrite_output_dir" in run.arguments.argv else ["--overwrite_output_dir"]
+    command = [sys.executable, "-m", "hf_frozenlm.cli", "train", *run.arguments.argv, *overwrite]
     tic = time.perf_counter()
     with open(log_path, "w", encoding="utf-8") as log:
         status = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode

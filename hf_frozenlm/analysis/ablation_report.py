@@ -134,8 +134,8 @@ def markdown_table(rows: list[dict]) -> str:
         else:
             diff, wins, p_text = "—", "—", "—"
         lines.append(f"| {entry['arm']} | {entry['llm_layers'] or '—'} | {len(entry['seeds'])} | "
-                     f"{format_pair(entry['test'], percent)} | {format_pair(entry['val'], percent)} | {diff} | {wins} | "
-                     f"{p_text} | {entry['runtime']:.0f} |")
+                     f"{format_pair(entry['test'], percent)} | {format_pair(entry['val'], percent)} | {diff} | "
+                     f"{wins} | {p_text} | {entry['runtime']:.0f} |")
     if not higher:
         lines += ["", f"Lower {metric} is better; better/seeds counts seeds where the arm's {metric} is below none's."]
     return "\n".join(lines) + "\n"
@@ -228,7 +228,8 @@ def convergence(curves: list[dict], task: str, arm: str = BASELINE) -> dict | No
         gains.append((points[-1][1] - at(points, 0.75)) * (1 if higher else -1))
         best = max(points, key=lambda p: p[1] if higher else -p[1])
         best_epochs.append(best[0])
-    return dict(metric=metric, higher=higher, half=statistics.fmean(half), three_quarters=statistics.fmean(three_quarters),
+    return dict(metric=metric, higher=higher, half=statistics.fmean(half),
+                three_quarters=statistics.fmean(three_quarters),
                 end=statistics.fmean(end), last_quarter_gain=statistics.fmean(gains),
                 best_epoch=statistics.fmean(best_epochs), epochs=max(max(p[0] for p in s) for s in per_seed.values()),
                 seeds=len(per_seed))

@@ -82,6 +82,27 @@ def test_random_resized_crop_flip_keeps_size_and_follows_its_generator():
     assert np.asarray(augment(image, randomness.rng({"example_id": 0}))).tobytes() != np.asarray(outputs[0]).tobytes()
 
 
+def test_hflip_zero_keeps_the_crops_and_drops_the_mirror():
+    """--hflip 0 (digits, text): the same crops as with flips, never mirrored; out-of-range values are refused."""
+    from hf_frozenlm.data.images import image_augmentation
+    from hf_frozenlm.data.randomness import ExampleRandomness
+    from hf_frozenlm.errors import UsageError
+    from hf_frozenlm.training import parse_train_arguments
+
+    arguments = parse_train_arguments(["--dataset", "imagefolder:unused", "--augment", "on", "--hflip", "0",
+                                       "--output_dir", "unused"])
+    no_flip = image_augmentation(arguments.data, 16, fill=(0, 0, 0)).crop_flip
+    assert no_flip.flip == 0.0
+    # An image whose mirror differs everywhere: left half black, right half white.
+    image = Image.fromarray(np.concatenate([np.zeros((16, 8, 3)), np.full((16, 8, 3), 255)], axis=1).astype(np.uint8))
+    randomness = ExampleRandomness(seed=0)
+    for i in range(20):
+        out = np.asarray(no_flip(image, randomness.rng({"example_id": i}))).mean(axis=(0, 2))
+        assert out[:4].mean() <= out[-4:].mean()  # dark stays on the left
+    with pytest.raises(UsageError, match="--hflip 2"):
+        parse_train_arguments(["--hflip", "2", "--dataset", "imagefolder:unused", "--output_dir", "unused"])
+
+
 def _no_labels(root):
     root.mkdir()
     for i in range(4):

@@ -324,7 +324,7 @@ class RandomResizedCropFlip:
     size: int
     scale: tuple[float, float] = (0.5, 1.0)  # milder than ImageNet's 0.08: small images lose objects quickly
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip: bool = True
+    flip: float = 0.5  # probability of a horizontal flip
 
     def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         width, height = image.size
@@ -342,7 +342,7 @@ class RandomResizedCropFlip:
         else:  # fall back to the whole image
             left, top, w, h = 0, 0, width, height
         image = image.resize((self.size, self.size), Image.Resampling.BILINEAR, box=(left, top, left + w, top + h))
-        if self.flip and rng.random() < 0.5:
+        if self.flip and rng.random() < self.flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return image
 
@@ -380,7 +380,8 @@ def image_augmentation(args, size: int, fill: tuple[int, ...]) -> ImageAugmentat
 
     crop_scale = tuple(args.scale or (0.5, 1.0))
     augmentation = ImageAugmentation(
-        crop_flip=RandomResizedCropFlip(size, scale=crop_scale) if use_augmentation(args) else None,
+        crop_flip=(RandomResizedCropFlip(size, scale=crop_scale, flip=0.5 if args.hflip is None else args.hflip)
+                   if use_augmentation(args) else None),
         # Given explicitly, these two apply even where crops and flips are off (digits: they would change the class).
         rand_augment=parse_rand_augment(args.aa, fill=fill) if args.aa else None,
         erasing=RandomErasing(args.reprob) if args.reprob > 0 else None,

@@ -128,6 +128,11 @@ class DataArguments:
         default=None,
         metadata={"help": "Random-resized-crop area range (timm's --scale), e.g. 0.08 1.0 (DeiT). Default: 0.5 1.0."},
     )
+    hflip: float | None = field(
+        default=None,
+        metadata={"help": "Probability of the horizontal flip that comes with the random-resized crop (timm's --hflip). "
+                  "Default 0.5; 0 where a mirror image is another class (digits, text), keeping the crops."},
+    )
     aa: str | None = field(
         default=None,
         metadata={"help": "RandAugment in timm's format (images), e.g. rand-m9-mstd0.5-inc1 (DeiT); keys m, n, mstd, "
@@ -382,8 +387,8 @@ def check_train_arguments(arguments: TrainArguments) -> None:
 
 def check_recipe_options(task, model: ModelArguments, data: DataArguments, run: RunArguments, training) -> None:
     """The recipe options (augmentation, drop path, learning-rate scales, streaming) fit the task and are in range."""
-    image_options = [f"--{name}" for name, given in (("aa", data.aa), ("reprob", data.reprob), ("scale", data.scale))
-                     if given]
+    image_options = [f"--{name}" for name, given in (("aa", data.aa), ("reprob", data.reprob), ("scale", data.scale),
+                                                     ("hflip", data.hflip is not None)) if given]
     if image_options and not task.supports_mixup:
         raise UsageError(f"{', '.join(image_options)} augment images of image classification; {task.name} has its "
                          "own augmentation. Leave them out.")
@@ -394,6 +399,8 @@ def check_recipe_options(task, model: ModelArguments, data: DataArguments, run: 
         from ..data.rand_augment import parse_rand_augment
 
         parse_rand_augment(data.aa)
+    if data.hflip is not None and not 0 <= data.hflip <= 1:
+        raise UsageError(f"--hflip {data.hflip}: pass a probability in [0, 1] (0: crops without flips).")
     if not 0 <= data.reprob <= 1:
         raise UsageError(f"--reprob {data.reprob}: pass a probability in [0, 1] (DeiT: 0.25).")
     if data.scale is not None and not (len(data.scale) == 2 and 0 < data.scale[0] <= data.scale[1] <= 1):

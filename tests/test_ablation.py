@@ -55,7 +55,7 @@ def test_quick_study_rows_curves_and_report(quick_study):
     # Run folders keep metrics, not weights; the masked-digits models stay whole for `hf-frozenlm analyze`.
     assert not list((runs / "image-classification").glob("*-seed0/model.safetensors"))
     assert (runs / "masked-digits" / "llm-seed0" / "model.safetensors").exists()
-    assert (runs / "masked-digits" / "cluttered-crops-trunk" / "config.json").exists()
+    assert (runs / "masked-digits" / "cluttered-new-trunk" / "config.json").exists()
     # The report: every block generated from the CSVs, both plots.
     report = (out / "README.md").read_text()
     for name, content in ablation_report.generated_blocks(out).items():
@@ -68,13 +68,16 @@ def test_quick_study_miou_part(quick_study):
     out, runs_root, _ = quick_study
     runs_dir = runs_root / "masked-digits"
     runs = _rows(out / "miou_runs.csv")
-    assert [(r["stage"], r["arm"]) for r in runs] == [("clean", "none"), ("cluttered", "none"),
-                                                      ("cluttered-crops", "none"), ("arms", "none"), ("arms", "llm")]
+    assert [(r["stage"], r["arm"]) for r in runs] == [
+        ("clean", "none"), ("cluttered", "none"), ("cluttered-crops", "none"), ("cluttered-new", "none"),
+        ("arms", "none"), ("arms", "llm")]
     # The curriculum: each stage starts from the previous stage's trunk, the arms from the last one.
     assert "--trunk " not in runs[0]["train_command"]
     assert f"--trunk {runs_dir / 'clean-trunk'}" in runs[1]["train_command"]
     assert f"--trunk {runs_dir / 'cluttered-trunk'}" in runs[2]["train_command"]
-    assert all(f"--trunk {runs_dir / 'cluttered-crops-trunk'}" in r["train_command"] for r in runs[3:])
+    assert f"--trunk {runs_dir / 'cluttered-crops-trunk'}" in runs[3]["train_command"]
+    assert all(f"--trunk {runs_dir / 'cluttered-new-trunk'}" in r["train_command"] for r in runs[4:])
+    assert all("cluttered-images-200-seed2" in r["train_command"] for r in runs[3:])
     assert "--hflip 0" in runs[2]["train_command"] and "--hflip 0" in runs[3]["train_command"]
     miou = _rows(out / "miou.csv")
     stages = {(r["arm"], r["stage"]) for r in miou}

@@ -37,14 +37,15 @@ MASKED_TRUNK_ARGV = ["--image_size", "32", "--patch_size", "8", "--trunk_layers"
 
 @dataclass(frozen=True)
 class TrunkStage:
-    """One step of the trunk's curriculum: the plain trunk trained on `images` generated images (seed 1, split
-    70/10/20 by `train`), cluttered or clean, for `epochs`, from the previous stage's trunk."""
+    """One step of the trunk's curriculum: the plain trunk trained on `images` generated images (split 70/10/20 by
+    `train`), cluttered or clean, for `epochs`, from the previous stage's trunk."""
 
     name: str
     images: int
     clutter: bool
     epochs: int
     augment: bool = False  # CROPS_ARGV
+    seed: int = 1  # of the generated images; the scored ones use seed 0
 
 
 # Random crops of 70-100 % of the area (the digit moves and scales a little), never mirrored (a mirrored digit is
@@ -53,11 +54,13 @@ CROPS_ARGV = ["--augment", "on", "--scale", "0.7", "1.0", "--hflip", "0"]
 # The cluttered stages get many images because the trunk overfits the 1797 real digits behind them: 87 % on its
 # training images against 76 % on validation after 10 epochs on 30000 images; 99 % against 85 % after the first
 # cluttered stage below. The second one (same images and split, a new cosine cycle) adds crops against that.
+# The last stage sees new images (another seed), still with crops; the arms train and are tested on its split.
 CURRICULUM = (TrunkStage("clean", 12000, clutter=False, epochs=10),
               TrunkStage("cluttered", 60000, clutter=True, epochs=12),
-              TrunkStage("cluttered-crops", 60000, clutter=True, epochs=10, augment=True))
-# The arms train on the cluttered stage's own split (so its validation and test images stay unseen by every model),
-# on the first ARM_TRAIN_IMAGES of its training images.
+              TrunkStage("cluttered-crops", 60000, clutter=True, epochs=10, augment=True),
+              TrunkStage("cluttered-new", 60000, clutter=True, epochs=8, augment=True, seed=2))
+# The arms train on the last stage's own split (so its validation and test images stay unseen by every model; the
+# earlier stages used other images), on the first ARM_TRAIN_IMAGES of its training images.
 ARM_TRAIN_IMAGES, ARM_EPOCHS = 8400, 3
 SCORED_IMAGES = 256
 ARMS = ("none", "llm")
@@ -69,11 +72,11 @@ RUN_FIELDS = ["stage", "arm", "seed", "test_accuracy", "val_accuracy", "epochs",
 MIOU_FIELDS = ["model", "arm", "seed", "test_accuracy", "stage", "kind", "miou", "images"]
 
 
-def images_folder(runs_dir: Path, images: int, clutter: bool) -> Path:
-    return runs_dir / f"{'cluttered' if clutter else 'clean'}-images-{images}"
+def images_folder(runs_dir: Path, images: int, clutter: bool, seed: int = 1) -> Path:
+    return runs_dir / f"{'cluttered' if clutter else 'clean'}-images-{images}{f'-seed{seed}' if seed != 1 else ''}"
 
 
-def write_images(folder: Path, num_images: int, clutter: bool) -> None:
+def write_images(folder: Path, num_images: int, clutter: bool, seed: int = 1) -> None:
     """The masked-digits training images as class folders of PNGs (read by `train` as `imagefolder:`)."""
     from PIL import Image
 
@@ -82,7 +85,7 @@ def write_images(folder: Path, num_images: int, clutter: bool) -> None:
     if folder.exists() and sum(1 for _ in folder.glob("*/*.png")) == num_images:
         return  # written from the same seed before
     shutil.rmtree(folder, ignore_errors=True)
-    images, _masks, labels = masked_digits_arrays(num_images=num_images, seed=1, clutter=clutter)
+    images, _masks, labels = masked_digits_arrays(num_images=num_images, seed=seed, clutter=clutter)
     for index, (image, label) in enumerate(zip(images, labels)):
         target = folder / str(int(label))
         target.mkdir(parents=True, exist_ok=True)
@@ -116,7 +119,7 @@ def plan(base, seeds: list[int], runs_dir: Path, quick: bool) -> tuple[list[Plan
     common = [*base.argv]
     trunk_runs, trunk = [], None
     for stage in CURRICULUM:
-        folder = images_folder(runs_dir, scaled(stage.images, quick), stage.clutter)
+        folder = images_folder(runs_dir, scaled(stage.images, quick), stage.clutter, stage.seed)
         budget = ["--max_steps", "2"] if quick else ["--num_train_epochs", str(stage.epochs)]
         start = ["--trunk", str(trunk)] if trunk else MASKED_TRUNK_ARGV
         output_dir = runs_dir / f"{stage.name}-stage"
@@ -179,8 +182,8 @@ def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, c
     runs_dir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     for stage in CURRICULUM:
-        write_images(images_folder(runs_dir, scaled(stage.images, quick), stage.clutter), scaled(stage.images, quick),
-                     stage.clutter)
+        write_images(images_folder(runs_dir, scaled(stage.images, quick), stage.clutter, stage.seed),
+                     scaled(stage.images, quick), stage.clutter, stage.seed)
     env = environment()
     trunk_runs, arm_runs = plan(base, seeds, runs_dir, quick)
     runs_csv = out / "miou_runs.csv"

@@ -60,8 +60,10 @@ CURRICULUM = (TrunkStage("clean", 12000, clutter=False, epochs=10),
               TrunkStage("cluttered-crops", 60000, clutter=True, epochs=10, augment=True),
               TrunkStage("cluttered-new", 60000, clutter=True, epochs=8, augment=True, seed=2))
 # The arms train on the last stage's own split (so its validation and test images stay unseen by every model; the
-# earlier stages used other images), on the first ARM_TRAIN_IMAGES of its training images.
-ARM_TRAIN_IMAGES, ARM_EPOCHS = 8400, 3
+# earlier stages used other images), on the first ARM_TRAIN_IMAGES of its training images, at a fine-tuning learning
+# rate: at the recipe's 1e-3 the new head's first steps pulled the trunk from 92.0 % down to 89.7 % (`none`) and
+# 89.4 % (`llm`) test accuracy on seed 0.
+ARM_TRAIN_IMAGES, ARM_EPOCHS, ARM_LEARNING_RATE = 8400, 3, "3e-4"
 SCORED_IMAGES = 256
 ARMS = ("none", "llm")
 STAGES = ("trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out")
@@ -131,7 +133,8 @@ def plan(base, seeds: list[int], runs_dir: Path, quick: bool) -> tuple[list[Plan
         trunk = runs_dir / f"{stage.name}-trunk"
     budget = ["--max_steps", "2"] if quick else ["--num_train_epochs", str(ARM_EPOCHS)]
     arm_base = _parse([*common, "--dataset", f"imagefolder:{folder}", "--max_train_samples", str(ARM_TRAIN_IMAGES),
-                       "--trunk", str(trunk), *budget, *CROPS_ARGV], output_dir=str(runs_dir / "unused"))
+                       "--trunk", str(trunk), *budget, "--learning_rate", ARM_LEARNING_RATE, *CROPS_ARGV],
+                      output_dir=str(runs_dir / "unused"))
     arm_runs = []
     for seed in seeds:
         for name in ARMS:
@@ -187,7 +190,10 @@ def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, c
     env = environment()
     trunk_runs, arm_runs = plan(base, seeds, runs_dir, quick)
     runs_csv = out / "miou_runs.csv"
-    run_rows = read_csv(runs_csv) if resume else []
+    # A kept row must be the run the study would make now (same train command); others are trained again.
+    planned = {run.key: run.command for run in [*trunk_runs, *arm_runs]}
+    run_rows = [r for r in (read_csv(runs_csv) if resume else [])
+                if planned.get((r["stage"], r["arm"], int(r["seed"]))) == r["train_command"]]
     done = {(r["stage"], r["arm"], int(r["seed"])) for r in run_rows}
 
     def record(result) -> None:

@@ -19,6 +19,7 @@ Writes OUT/miou_runs.csv (one row per run, with provenance) and OUT/miou.csv (on
 
 from __future__ import annotations
 
+import re
 import shutil
 import statistics
 from dataclasses import dataclass
@@ -205,7 +206,7 @@ def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, c
             val_accuracy=f"{metrics['validation']['accuracy']:.6f}",
             epochs=f"{metrics['train'].get('epoch', float('nan')):g}",
             train_images=(result.run.arguments.data.max_train_samples
-                          or result.run.arguments.data.dataset.rsplit("-", 1)[-1]),
+                          or re.search(r"images-(\d+)", result.run.arguments.data.dataset).group(1)),
             wall_s=f"{result.wall_s:.1f}", precision="bf16 autocast" if result.run.arguments.training.bf16 else "fp32",
             command=command, train_command=result.run.command, **env))
         order = {key: index for index, key in enumerate(run.key for run in [*trunk_runs, *arm_runs])}
@@ -273,9 +274,10 @@ def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
     lines = []
     for row in run_rows:
         if row["stage"] != "arms":
+            kind = "clean" if row["stage"] == "clean" else "cluttered"
             lines.append(f"- trunk curriculum, {row['stage']} stage (plain trunk, seed 0, {row['train_images']} "
-                         f"images, {row['epochs']} epochs): test accuracy {100 * float(row['test_accuracy']):.1f} % on "
-                         f"{row['stage']} digits")
+                         f"generated images, {row['epochs']} epochs): test accuracy "
+                         f"{100 * float(row['test_accuracy']):.1f} % on its {kind} split")
     for arm in ARMS:
         accuracies = [float(r["test_accuracy"]) for r in run_rows if r["stage"] == "arms" and r["arm"] == arm]
         if accuracies:
@@ -285,8 +287,8 @@ def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
                          f"(lowest {100 * min(accuracies):.1f} %) over {len(accuracies)} seeds")
     lines.append("")
     lines.append("| model | stage | magnitude | Δ vs none's trunk | Δ vs own trunk | frequency | Δ vs none's trunk | "
-                 "CLS attention |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+                 "Δ vs own trunk | CLS attention |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for arm in ARMS:
         stages = [s for s in STAGES if _pairs(rows, arm, s, "magnitude")]
         for stage in stages:
@@ -294,12 +296,13 @@ def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
                      _diff(rows, arm, stage, "magnitude", "none", "trunk"),
                      _diff(rows, arm, stage, "magnitude", arm, "trunk"),
                      _mean_std(_pairs(rows, arm, stage, "frequency").values()),
-                     _diff(rows, arm, stage, "frequency", "none", "trunk"), ""]
+                     _diff(rows, arm, stage, "frequency", "none", "trunk"),
+                     _diff(rows, arm, stage, "frequency", arm, "trunk"), ""]
             lines.append(f"| {arm} | {stage} | " + " | ".join(cells) + " |")
         for stage in ("trunk_cls", "llm_cls"):
             attention = _pairs(rows, arm, stage, "attention")
             if attention:
-                lines.append(f"| {arm} | {stage} |  |  |  |  |  | {_mean_std(attention.values())} |")
+                lines.append(f"| {arm} | {stage} |  |  |  |  |  |  | {_mean_std(attention.values())} |")
     for reference in (PIXEL_REFERENCE, RANDOM_REFERENCE):
         scores = {r["kind"]: float(r["miou"]) for r in rows if r["arm"] == reference}
         if scores:
@@ -307,7 +310,7 @@ def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
             stage = next(r["stage"] for r in rows if r["arm"] == reference)
             magnitude, frequency = (scores.get(kind, scores.get("-", float("nan")))
                                     for kind in ("magnitude", "frequency"))
-            lines.append(f"| {reference} | {stage} | {magnitude:.3f} |  |  | {frequency:.3f} |  |  |")
+            lines.append(f"| {reference} | {stage} | {magnitude:.3f} |  |  | {frequency:.3f} |  |  |  |")
     images = next((r["images"] for r in rows if r.get("images")), "?")
     side = 32 // int(MASKED_TRUNK_ARGV[MASKED_TRUNK_ARGV.index("--patch_size") + 1])
     lines += ["", f"mIoU over {images} held-out cluttered images ({side} x {side} token grid), mean ± std over seeds; "

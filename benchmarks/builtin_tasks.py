@@ -27,17 +27,6 @@ FIELDS = ["task", "dataset", "metric", "greater_is_better", "test", "validation"
           "command"]
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), "?")
-    except OSError:
-        name = platform.processor() or "?"
-    from hf_frozenlm.training.precision import cpu_has_fast_bf16
-
-    return f"{name} ({'AMX/AVX512-BF16' if cpu_has_fast_bf16() else 'no bf16 units'}, {os.cpu_count()} cores)"
-
-
 def run_task(name: str, precision: str, runs_dir: Path) -> dict:
     import torch
     import transformers
@@ -45,6 +34,7 @@ def run_task(name: str, precision: str, runs_dir: Path) -> dict:
     import hf_frozenlm
     from hf_frozenlm.tasks import get_task
     from hf_frozenlm.training import parse_train_arguments, train_task
+    from hf_frozenlm.training.precision import cpu_description
 
     task = get_task(name)
     argv = ["--task", name, "--precision", precision, "--output_dir", str(runs_dir / name), "--overwrite_output_dir",
@@ -62,7 +52,7 @@ def run_task(name: str, precision: str, runs_dir: Path) -> dict:
         validation=f"{metrics['validation'][task.primary_metric]:.4f}",
         baseline=baseline_name, baseline_score=f"{baseline[task.primary_metric]:.4f}",
         train_s=f"{metrics['train']['train_runtime']:.0f}", wall_s=f"{wall:.0f}",
-        precision="bf16 autocast" if arguments.training.bf16 else "fp32", cpu=cpu_name(),
+        precision="bf16 autocast" if arguments.training.bf16 else "fp32", cpu=cpu_description(),
         hf_frozenlm=hf_frozenlm.__version__, torch=torch.__version__, transformers=transformers.__version__,
         python=platform.python_version(), git_commit=commit, command="hf-frozenlm train " + " ".join(argv[:4]),
     )

@@ -147,25 +147,13 @@ def llm_depth(model_args) -> int:
 
 
 # -- provenance -------------------------------------------------------------------------------------------
-def cpu_name() -> str:
-    """The CPU model and whether it multiplies bf16 natively (it decides the precision `auto` trains in)."""
-    from ..training.precision import cpu_has_fast_bf16
-
-    name = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
-    except OSError:
-        pass
-    return f"{name} ({'bf16 units' if cpu_has_fast_bf16() else 'no bf16 units'}, {os.cpu_count()} cores)"
-
-
 def environment() -> dict[str, str]:
     """Versions, the CPU and the git commit of the code that produced the numbers."""
     import torch
     import transformers
 
     from .. import __version__
+    from ..training.precision import cpu_description
 
     root = Path(__file__).resolve().parents[2]
     commit, dirty = "unknown", ""
@@ -179,7 +167,7 @@ def environment() -> dict[str, str]:
     except (OSError, subprocess.CalledProcessError):
         pass
     return dict(hf_frozenlm=__version__, torch=torch.__version__, transformers=transformers.__version__,
-                python=platform.python_version(), cpu=cpu_name(), git_commit=commit, git_dirty=dirty)
+                python=platform.python_version(), cpu=cpu_description(), git_commit=commit, git_dirty=dirty)
 
 
 # -- one run ----------------------------------------------------------------------------------------------

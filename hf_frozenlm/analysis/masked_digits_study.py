@@ -319,8 +319,3 @@ def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
               "maps are one draw of uniform noise per image, shown in both columns."]
     return "\n".join(lines) + "\n"
 
-
-def summary(run_rows: list[dict]) -> dict:
-    """Whether every arm's model reached the accuracy bar (the maps of a model at chance mean nothing)."""
-    arms = [r for r in run_rows if r["stage"] == "arms"]
-    return dict(models=len(arms), above_bar=sum(float(r["test_accuracy"]) >= ACCURACY_BAR for r in arms))

@@ -26,6 +26,19 @@ def cpu_has_fast_bf16() -> bool:
     return bool(flags & {"amx_bf16", "avx512_bf16"})
 
 
+def cpu_description() -> str:
+    """The CPU model, whether it has bf16 units (what `auto` decides from) and its core count, for provenance."""
+    import platform
+
+    name = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({'AMX/AVX512-BF16' if cpu_has_fast_bf16() else 'no bf16 units'}, {os.cpu_count()} cores)"
+
+
 def default_precision() -> str:
     """The precision switch's value when no option names one: $HF_FROZENLM_PRECISION, else "auto"."""
     value = os.environ.get(PRECISION_ENV, "auto").strip().lower() or "auto"

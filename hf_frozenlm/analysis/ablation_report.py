@@ -262,6 +262,17 @@ def budgets_table(rows: list[dict], curves: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _budget_origin(row: dict) -> str:
+    """Whether a run's budget is its task's recipe or the study's longer one (ablation.STUDY_EPOCHS)."""
+    from ..tasks import TASKS
+
+    task = TASKS.get(row["task"])
+    recipe = task.training_defaults.get("num_train_epochs") if task else None
+    if recipe is None or row["budget"] == f"{recipe:g} epochs":
+        return "the task's recipe"
+    return f"longer than the task's recipe of {recipe:g} epochs, see the budgets table"
+
+
 def task_section(rows: list[dict]) -> str:
     """One task's generated block: how its runs were made, its table, its other metrics."""
     first = rows[0]
@@ -269,8 +280,8 @@ def task_section(rows: list[dict]) -> str:
     commits = sorted({r["git_commit"][:12] for r in rows})
     dirty = sorted({f for r in rows for f in (r.get("git_dirty") or "").split(";") if f})
     llm = next((r["llm"] for r in rows if r["llm"]), "none")
-    lines = [f"Dataset `{first['dataset']}`, trunk `{first['trunk']}`, LLM `{llm}`, {first['budget']} per run (the "
-             f"task's recipe, every arm alike), seeds {', '.join(map(str, seeds))}; {first['cpu']}; commit(s) "
+    lines = [f"Dataset `{first['dataset']}`, trunk `{first['trunk']}`, LLM `{llm}`, {first['budget']} per run "
+             f"(every arm alike; {_budget_origin(first)}), seeds {', '.join(map(str, seeds))}; {first['cpu']}; commit(s) "
              + ", ".join(f"`{c}`" for c in commits)
              + (f" (uncommitted edits in: {', '.join(dirty)})" if dirty else "") + ".",
              "", markdown_table(rows).rstrip("\n")]

@@ -263,3 +263,25 @@ def test_committed_miou_comes_from_models_that_learned():
         (arm, seed) for arm in masked_digits_study.ARMS for seed in range(ablation.DEFAULT_SEEDS))
     assert all(float(r["test_accuracy"]) >= masked_digits_study.ACCURACY_BAR for r in arms)
     assert [r["stage"] for r in runs if r["stage"] != "arms"] == [s.name for s in masked_digits_study.CURRICULUM]
+
+
+def test_edited_files_lists_code_edits_but_not_the_studys_own_outputs(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("a = 1\n")
+    (tmp_path / "results" / "ablation_runs.csv").write_text("task\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    assert ablation.edited_files(tmp_path) == []
+    (tmp_path / "results" / "ablation_runs.csv").write_text("task\nimage\n")
+    (tmp_path / "untracked.py").write_text("")
+    assert ablation.edited_files(tmp_path) == ["results/ablation_runs.csv"]
+    assert ablation.edited_files(tmp_path, outputs=tmp_path / "results") == []
+    (tmp_path / "code.py").write_text("a = 2\n")
+    assert ablation.edited_files(tmp_path, outputs=tmp_path / "results") == ["code.py"]

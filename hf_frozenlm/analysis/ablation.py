@@ -156,7 +156,7 @@ def llm_depth(model_args) -> int:
 
 
 # -- provenance -------------------------------------------------------------------------------------------
-def environment() -> dict[str, str]:
+def environment(outputs: Path | None = None) -> dict[str, str]:
     """Versions, the CPU and the git commit of the code that produced the numbers."""
     import torch
     import transformers
@@ -169,14 +169,22 @@ def environment() -> dict[str, str]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                 capture_output=True, text=True, check=True).stdout.split("\n")
-        # Tracked files with uncommitted edits at run time: the commit alone does not pin the code then.
-        dirty = ";".join(sorted(line[3:] for line in changed if line.strip()))
+        dirty = ";".join(edited_files(root, outputs))
     except (OSError, subprocess.CalledProcessError):
         pass
     return dict(hf_frozenlm=__version__, torch=torch.__version__, transformers=transformers.__version__,
                 python=platform.python_version(), cpu=cpu_description(), git_commit=commit, git_dirty=dirty)
+
+
+def edited_files(root: Path, outputs: Path | None = None) -> list[str]:
+    """Tracked files with uncommitted edits (the commit alone does not pin the code then), except those under
+    `outputs`: the study's own CSVs and report, rewritten by an earlier task's study, are results, not code."""
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                            text=True, check=True).stdout.split("\n")
+    skip = outputs.resolve() if outputs is not None else None
+    paths = [(root / line[3:]).resolve() for line in status if line.strip()]
+    return sorted(str(path.relative_to(root.resolve())) for path in paths
+                  if skip is None or not path.is_relative_to(skip))
 
 
 # -- one run ----------------------------------------------------------------------------------------------
@@ -389,7 +397,7 @@ def run_study(base, arms: list[str], seeds: list[int], out: Path, runs_dir: Path
     task = base.task
     out.mkdir(parents=True, exist_ok=True)
     runs_dir.mkdir(parents=True, exist_ok=True)
-    env = environment()
+    env = environment(outputs=out)
     csv_path, curves_path = out / "ablation_runs.csv", out / "ablation_curves.csv"
     planned = {(name, seed) for name in arms for seed in seeds}
 

@@ -188,7 +188,7 @@ def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, c
     for stage in CURRICULUM:
         write_images(images_folder(runs_dir, scaled(stage.images, quick), stage.clutter, stage.seed),
                      scaled(stage.images, quick), stage.clutter, stage.seed)
-    env = environment()
+    env = environment(outputs=out)
     trunk_runs, arm_runs = plan(base, seeds, runs_dir, quick)
     runs_csv = out / "miou_runs.csv"
     # A kept row must be the run the study would make now (same train command); others are trained again.

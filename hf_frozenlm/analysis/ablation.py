@@ -374,6 +374,16 @@ def curve_rows(finished: FinishedRun, task_name: str, arm: str) -> list[dict]:
 
 
 # -- the study ----------------------------------------------------------------------------------------------
+def parse_study_arguments(argv: list[str], output_dir: str | None = None):
+    """TrainArguments from argv, which they keep as their command line (a placeholder output_dir is parsed, not
+    recorded: `arm_arguments` adds each run's own)."""
+    from ..training.arguments import parse_train_arguments
+
+    arguments = parse_train_arguments([*argv, *(["--output_dir", output_dir] if output_dir else [])])
+    arguments.argv = list(argv)
+    return arguments
+
+
 def plan_runs(base, arms: list[str], seeds: list[int], runs_dir: Path, skip: set) -> list[PlannedRun]:
     """Seed-major (an interrupted study still has complete pairs for the seeds it finished), minus `skip`."""
     depth = llm_depth(base.model) if any(ARM_BY_NAME[a].layers == "middle" for a in arms) else 0

@@ -281,7 +281,8 @@ def task_section(rows: list[dict]) -> str:
     dirty = sorted({f for r in rows for f in (r.get("git_dirty") or "").split(";") if f})
     llm = next((r["llm"] for r in rows if r["llm"]), "none")
     lines = [f"Dataset `{first['dataset']}`, trunk `{first['trunk']}`, LLM `{llm}`, {first['budget']} per run "
-             f"(every arm alike; {_budget_origin(first)}), seeds {', '.join(map(str, seeds))}; {first['cpu']}; commit(s) "
+             f"(every arm alike; {_budget_origin(first)}), seeds {', '.join(map(str, seeds))}; {first['cpu']}; "
+             "commit(s) "
              + ", ".join(f"`{c}`" for c in commits)
              + (f" (uncommitted edits in: {', '.join(dirty)})" if dirty else "") + ".",
              "", markdown_table(rows).rstrip("\n")]
@@ -289,6 +290,68 @@ def task_section(rows: list[dict]) -> str:
     if others:
         lines += ["", "Other test metrics (mean ± std over seeds):", "", others.rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+# -- pseudo-mask mIoU (masked digits, cluttered point clouds) ---------------------------------------------------
+def _miou_by_seed(rows: list[dict], arm: str, stage: str, kind: str) -> dict[int, float]:
+    return {int(r["seed"]): float(r["miou"]) for r in rows if r["arm"] == arm and r["stage"] == stage
+            and r["kind"] == kind and r["miou"] not in ("", "nan")}
+
+
+def _mean_std(values, signed: bool = False) -> str:
+    values = list(values)
+    if not values:
+        return ""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):{'+' if signed else ''}.3f} ± {std:.3f}"
+
+
+def _miou_diff(rows: list[dict], arm: str, stage: str, kind: str, ref_arm: str, ref_stage: str) -> str:
+    own, ref = _miou_by_seed(rows, arm, stage, kind), _miou_by_seed(rows, ref_arm, ref_stage, kind)
+    diffs = [own[s] - ref[s] for s in sorted(own) if s in ref]
+    if not diffs or (arm, stage) == (ref_arm, ref_stage):
+        return "—"
+    _, p = paired_test(diffs)
+    return f"{_mean_std(diffs, signed=True)}, {sum(d > 0 for d in diffs)}/{len(diffs)}, p {format_p(p)}"
+
+
+def accuracy_line(run_rows: list[dict], arm: str, what: str) -> str:
+    """'- `arm` WHAT mean ± std % (lowest ...) over N seeds', or '' without runs of that arm."""
+    accuracies = [float(r["test_accuracy"]) for r in run_rows if r["arm"] == arm]
+    if not accuracies:
+        return ""
+    std = statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0
+    return (f"- `{arm}` {what} {100 * statistics.fmean(accuracies):.1f} ± {100 * std:.1f} % "
+            f"(lowest {100 * min(accuracies):.1f} %) over {len(accuracies)} seeds")
+
+
+def miou_table(rows: list[dict], arms, stages, references, footnote: str) -> str:
+    """mIoU per arm x stage (mean ± std over seeds) for magnitude maps, frequency maps and CLS attention, with the
+    paired difference of each stage against the same seed's `none` trunk and against the model's own trunk; then the
+    references (rows whose arm is the reference's name; kind "-" for a map that is neither kind)."""
+    lines = ["| model | stage | magnitude | Δ vs none's trunk | Δ vs own trunk | frequency | Δ vs none's trunk | "
+             "Δ vs own trunk | CLS attention |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for arm in arms:
+        for stage in [s for s in stages if _miou_by_seed(rows, arm, s, "magnitude")]:
+            cells = []
+            for kind in ("magnitude", "frequency"):
+                cells += [_mean_std(_miou_by_seed(rows, arm, stage, kind).values()),
+                          _miou_diff(rows, arm, stage, kind, "none", "trunk"),
+                          _miou_diff(rows, arm, stage, kind, arm, "trunk")]
+            lines.append(f"| {arm} | {stage} | " + " | ".join([*cells, ""]) + " |")
+        for stage in ("trunk_cls", "llm_cls"):
+            attention = _miou_by_seed(rows, arm, stage, "attention")
+            if attention:
+                lines.append(f"| {arm} | {stage} |  |  |  |  |  |  | {_mean_std(attention.values())} |")
+    for reference in references:
+        scores = {r["kind"]: float(r["miou"]) for r in rows if r["arm"] == reference}
+        if scores:
+            stage = next(r["stage"] for r in rows if r["arm"] == reference)
+            magnitude, frequency = (scores.get(kind, scores.get("-", float("nan")))
+                                    for kind in ("magnitude", "frequency"))
+            lines.append(f"| {reference} | {stage} | {magnitude:.3f} |  |  | {frequency:.3f} |  |  |  |")
+    return "\n".join(lines) + "\n\n" + footnote + "\n"
 
 
 # -- plots -----------------------------------------------------------------------------------------------------
@@ -373,6 +436,7 @@ def _marker(name: str) -> tuple[str, str]:
 
 def generated_blocks(out: Path) -> dict[str, str]:
     """Every generated block of OUT/README.md, computed from OUT's CSVs."""
+    from .cluttered_points_study import miou_markdown as points_miou_markdown
     from .masked_digits_study import miou_markdown
 
     rows = read_csv(out / "ablation_runs.csv")
@@ -386,6 +450,9 @@ def generated_blocks(out: Path) -> dict[str, str]:
     miou = read_csv(out / "miou.csv")
     if miou:
         blocks["miou"] = miou_markdown(miou, read_csv(out / "miou_runs.csv"))
+    miou_points = read_csv(out / "miou_points.csv")
+    if miou_points:
+        blocks["miou-points"] = points_miou_markdown(miou_points, read_csv(out / "miou_points_runs.csv"))
     return blocks
 
 
@@ -414,6 +481,6 @@ def write_report(out: Path) -> list[Path]:
     readme = out / "README.md"
     text = readme.read_text(encoding="utf-8") if readme.exists() else (
         "# Does the frozen LLM block help?\n\nGenerated by `hf-frozenlm ablate`; the tables below are redrawn from "
-        "ablation_runs.csv, ablation_curves.csv and miou.csv after every study.\n")
+        "ablation_runs.csv, ablation_curves.csv, miou.csv and miou_points.csv after every study.\n")
     readme.write_text(update_generated(text, generated_blocks(out)), encoding="utf-8")
     return [*written, readme]

@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
 from .ablation import (ARM_BY_NAME, FinishedRun, PlannedRun, arm_arguments, drop_weights, environment, execute_runs,
-                       read_csv, validation_curve, write_csv)
-from .maps import PIXEL_REFERENCE, RANDOM_REFERENCE
+                       parse_study_arguments, read_csv, validation_curve, write_csv)
+from .maps import PIXEL_REFERENCE, RANDOM_REFERENCE, STAGES
 
 # 32 px images in 8 px patches: a 4 x 4 token grid on which the digit (45-75 % of the side) covers 2-3 tokens a side.
 # 4 px patches (8 x 8 tokens) would draw finer masks, but cost 4 times as much per image, and at the budget this
@@ -67,7 +66,6 @@ CURRICULUM = (TrunkStage("clean", 12000, clutter=False, epochs=10),
 ARM_TRAIN_IMAGES, ARM_EPOCHS, ARM_LEARNING_RATE = 8400, 3, "3e-4"
 SCORED_IMAGES = 256
 ARMS = ("none", "llm")
-STAGES = ("trunk", "llm_in", "llm_attn", "llm_ffn", "llm_out")
 ACCURACY_BAR = 0.90  # the issue's bar for a model whose maps are worth scoring
 RUN_FIELDS = ["stage", "arm", "seed", "test_accuracy", "val_accuracy", "epochs", "train_images", "wall_s",
               "precision", "hf_frozenlm", "torch", "transformers", "python", "cpu", "git_commit", "git_dirty",
@@ -103,16 +101,6 @@ def export_trunk(run_dir: str, trunk_dir: Path) -> None:
     model.trunk.save_pretrained(trunk_dir)
 
 
-def _parse(argv: list[str], output_dir: str | None = None):
-    """TrainArguments from argv, which they keep as their command line (a placeholder output_dir is parsed, not
-    recorded: `arm_arguments` adds each run's own)."""
-    from ..training.arguments import parse_train_arguments
-
-    arguments = parse_train_arguments([*argv, *(["--output_dir", output_dir] if output_dir else [])])
-    arguments.argv = list(argv)
-    return arguments
-
-
 def scaled(images: int, quick: bool) -> int:
     return min(images, 200) if quick else images
 
@@ -130,12 +118,12 @@ def plan(base, seeds: list[int], runs_dir: Path, quick: bool) -> tuple[list[Plan
         argv = [*common, *no_crops, "--dataset", f"imagefolder:{folder}", *start, *budget,
                 *(CROPS_ARGV if stage.augment else []), "--variant", "none", "--seed", "0", "--output_dir",
                 str(output_dir), "--overwrite_output_dir"]
-        trunk_runs.append(PlannedRun((stage.name, "none", 0), _parse(argv)))
+        trunk_runs.append(PlannedRun((stage.name, "none", 0), parse_study_arguments(argv)))
         trunk = runs_dir / f"{stage.name}-trunk"
     budget = ["--max_steps", "2"] if quick else ["--num_train_epochs", str(ARM_EPOCHS)]
-    arm_base = _parse([*common, "--dataset", f"imagefolder:{folder}", "--max_train_samples", str(ARM_TRAIN_IMAGES),
-                       "--trunk", str(trunk), *budget, "--learning_rate", ARM_LEARNING_RATE, *CROPS_ARGV],
-                      output_dir=str(runs_dir / "unused"))
+    arm_argv = [*common, "--dataset", f"imagefolder:{folder}", "--max_train_samples", str(ARM_TRAIN_IMAGES),
+                "--trunk", str(trunk), *budget, "--learning_rate", ARM_LEARNING_RATE, *CROPS_ARGV]
+    arm_base = parse_study_arguments(arm_argv, output_dir=str(runs_dir / "unused"))
     arm_runs = []
     for seed in seeds:
         for name in ARMS:
@@ -244,33 +232,10 @@ def run_masked_digits_study(base, seeds: list[int], out: Path, runs_dir: Path, c
 
 
 # -- the table ---------------------------------------------------------------------------------------------------
-def _pairs(rows: list[dict], arm: str, stage: str, kind: str) -> dict[int, float]:
-    return {int(r["seed"]): float(r["miou"]) for r in rows if r["arm"] == arm and r["stage"] == stage
-            and r["kind"] == kind and r["miou"] not in ("", "nan")}
-
-
-def _mean_std(values, signed: bool = False) -> str:
-    values = list(values)
-    if not values:
-        return ""
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):{'+' if signed else ''}.3f} ± {std:.3f}"
-
-
-def _diff(rows: list[dict], arm: str, stage: str, kind: str, ref_arm: str, ref_stage: str) -> str:
-    from .ablation_report import format_p, paired_test
-
-    own, ref = _pairs(rows, arm, stage, kind), _pairs(rows, ref_arm, ref_stage, kind)
-    diffs = [own[s] - ref[s] for s in sorted(own) if s in ref]
-    if not diffs or (arm, stage) == (ref_arm, ref_stage):
-        return "—"
-    _, p = paired_test(diffs)
-    return f"{_mean_std(diffs, signed=True)}, {sum(d > 0 for d in diffs)}/{len(diffs)}, p {format_p(p)}"
-
-
 def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
-    """mIoU per arm x stage (mean ± std over seeds) for magnitude maps, frequency maps and CLS attention, with the
-    paired difference of each stage against the same seed's `none` trunk and against the model's own trunk."""
+    """The curriculum's and the arms' accuracies, then `ablation_report.miou_table` of the arms' maps."""
+    from .ablation_report import accuracy_line, miou_table
+
     lines = []
     for row in run_rows:
         if row["stage"] != "arms":
@@ -278,44 +243,12 @@ def miou_markdown(rows: list[dict], run_rows: list[dict]) -> str:
             lines.append(f"- trunk curriculum, {row['stage']} stage (plain trunk, seed 0, {row['train_images']} "
                          f"generated images, {row['epochs']} epochs): test accuracy "
                          f"{100 * float(row['test_accuracy']):.1f} % on its {kind} split")
-    for arm in ARMS:
-        accuracies = [float(r["test_accuracy"]) for r in run_rows if r["stage"] == "arms" and r["arm"] == arm]
-        if accuracies:
-            lines.append(f"- `{arm}` from that trunk: test accuracy on cluttered digits "
-                         f"{100 * statistics.fmean(accuracies):.1f} ± "
-                         f"{100 * (statistics.stdev(accuracies) if len(accuracies) > 1 else 0):.1f} % "
-                         f"(lowest {100 * min(accuracies):.1f} %) over {len(accuracies)} seeds")
-    lines.append("")
-    lines.append("| model | stage | magnitude | Δ vs none's trunk | Δ vs own trunk | frequency | Δ vs none's trunk | "
-                 "Δ vs own trunk | CLS attention |")
-    lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for arm in ARMS:
-        stages = [s for s in STAGES if _pairs(rows, arm, s, "magnitude")]
-        for stage in stages:
-            cells = [_mean_std(_pairs(rows, arm, stage, "magnitude").values()),
-                     _diff(rows, arm, stage, "magnitude", "none", "trunk"),
-                     _diff(rows, arm, stage, "magnitude", arm, "trunk"),
-                     _mean_std(_pairs(rows, arm, stage, "frequency").values()),
-                     _diff(rows, arm, stage, "frequency", "none", "trunk"),
-                     _diff(rows, arm, stage, "frequency", arm, "trunk"), ""]
-            lines.append(f"| {arm} | {stage} | " + " | ".join(cells) + " |")
-        for stage in ("trunk_cls", "llm_cls"):
-            attention = _pairs(rows, arm, stage, "attention")
-            if attention:
-                lines.append(f"| {arm} | {stage} |  |  |  |  |  |  | {_mean_std(attention.values())} |")
-    for reference in (PIXEL_REFERENCE, RANDOM_REFERENCE):
-        scores = {r["kind"]: float(r["miou"]) for r in rows if r["arm"] == reference}
-        if scores:
-            # The noise map is one map, not a magnitude or frequency one: it stands in both columns.
-            stage = next(r["stage"] for r in rows if r["arm"] == reference)
-            magnitude, frequency = (scores.get(kind, scores.get("-", float("nan")))
-                                    for kind in ("magnitude", "frequency"))
-            lines.append(f"| {reference} | {stage} | {magnitude:.3f} |  |  | {frequency:.3f} |  |  |  |")
-    images = next((r["images"] for r in rows if r.get("images")), "?")
+    arm_rows = [r for r in run_rows if r["stage"] == "arms"]
+    lines += [accuracy_line(arm_rows, arm, "from that trunk: test accuracy on cluttered digits") for arm in ARMS]
     side = 32 // int(MASKED_TRUNK_ARGV[MASKED_TRUNK_ARGV.index("--patch_size") + 1])
-    lines += ["", f"mIoU over {images} held-out cluttered images ({side} x {side} token grid), mean ± std over seeds; "
-              "Δ: paired "
-              "difference on the same seed (mean ± std, seeds where the stage is higher, paired t-test p). The random "
-              "maps are one draw of uniform noise per image, shown in both columns."]
-    return "\n".join(lines) + "\n"
-
+    images = next((r["images"] for r in rows if r.get("images")), "?")
+    footnote = (f"mIoU over {images} held-out cluttered images ({side} x {side} token grid), mean ± std over seeds; "
+                "Δ: paired difference on the same seed (mean ± std, seeds where the stage is higher, paired t-test "
+                "p). The random maps are one draw of uniform noise per image, shown in both columns.")
+    table = miou_table(rows, ARMS, STAGES, (PIXEL_REFERENCE, RANDOM_REFERENCE), footnote)
+    return "\n".join(line for line in lines if line) + "\n\n" + table

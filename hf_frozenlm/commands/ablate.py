@@ -52,7 +52,9 @@ def build_parser() -> CommandParser:
     parser.add_argument("--quick", action="store_true",
                         help="short mode: seed 0 only (unless --seed_list), 2 steps per run on 64 images (tests the "
                              "pipeline only)")
-    parser.add_argument("--no_miou", action="store_true", help="skip the masked-digits mIoU part (images only)")
+    parser.add_argument("--no_miou", action="store_true",
+                        help="skip the information-filtering part: masked-digits mIoU (image classification) or "
+                             "cluttered point clouds (point-cloud classification on its builtin)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the runs already in OUT/ablation_runs.csv (and the mIoU's) and train only the "
                              "missing ones")
@@ -89,6 +91,12 @@ def main(argv: list[str]) -> int:
 
         run_masked_digits_study(base, seeds, out, runs_root / "masked-digits", command=command, quick=args.quick,
                                 resume=args.resume, jobs=args.jobs)
+    on_builtin = base.task.dataset_name(base.data) == base.task.builtin
+    if base.task.name == "point-cloud-classification" and on_builtin and not args.no_miou:
+        from ..analysis.cluttered_points_study import run_cluttered_points_study
+
+        run_cluttered_points_study(base, seeds, out, runs_root / "cluttered-points", command=command,
+                                   quick=args.quick, resume=args.resume, jobs=args.jobs)
     written = write_report(out)
     print(f"[ablate] wrote {', '.join(str(path) for path in written)}")
     return 0

@@ -130,6 +130,44 @@ def shapes3d_dataset(
     return splits.with_format("numpy")
 
 
+def cluttered_shapes3d_cloud(label: int, rng: np.random.Generator, num_points: int = 1024,
+                             clutter_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """(points (num_points, 3) float32, on_shape (num_points,) bool): a builtin shape with a `clutter_fraction` of its
+    points replaced by points drawn uniformly in the unit ball around it, in random order. `on_shape` is the free
+    object mask of the information-filtering study: which points belong to the shape."""
+    clutter = int(round(clutter_fraction * num_points))
+    shape = shapes3d_cloud(label, rng, num_points - clutter)
+    # Uniform in the ball: uniform directions, radii with density ~ r^2.
+    directions = rng.normal(size=(clutter, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True).clip(min=1e-12)
+    noise = directions * rng.uniform(size=(clutter, 1)) ** (1 / 3)
+    order = rng.permutation(num_points)
+    points = np.concatenate([shape, noise.astype(np.float32)])[order]
+    on_shape = np.concatenate([np.ones(len(shape), bool), np.zeros(clutter, bool)])[order]
+    return points.astype(np.float32), on_shape
+
+
+def cluttered_shapes3d_dataset(clouds_per_class: int = 100, num_points: int = 1024, seed: int = 0,
+                               validation_fraction: float = 0.1, test_fraction: float = 0.2,
+                               clutter_fraction: float = 0.25):
+    """The builtin shapes with clutter points (`cluttered_shapes3d_cloud`), splits as `shapes3d_dataset`, and an
+    `on_shape` column beside `points` and `label`."""
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    labels = [label for label in range(len(SHAPES3D_LABELS)) for _ in range(clouds_per_class)]
+    clouds = [cluttered_shapes3d_cloud(label, rng, num_points, clutter_fraction) for label in labels]
+    features = datasets.Features({
+        "points": datasets.Array2D(shape=(None, 3), dtype="float32"),
+        "on_shape": datasets.Sequence(datasets.Value("bool")),
+        "label": datasets.ClassLabel(names=list(SHAPES3D_LABELS)),
+    })
+    table = datasets.Dataset.from_dict({"points": [c for c, _ in clouds], "on_shape": [m for _, m in clouds],
+                                        "label": labels}, features=features)
+    splits = carve_missing_splits(datasets.DatasetDict(train=table), "label", seed, validation_fraction, test_fraction)
+    return splits.with_format("numpy")
+
+
 # -- user files -----------------------------------------------------------------------------------------------------
 def _read_off(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(vertices (V, 3), triangles (F, 3)) of an ASCII OFF mesh; polygons are fanned into triangles."""
@@ -348,9 +386,11 @@ def h5_point_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1
 
 # -- --dataset values -----------------------------------------------------------------------------------------------
 BUILTIN = "shapes3d"
+CLUTTERED = "shapes3d-cluttered"
 DATASET_HELP = (
-    "shapes3d (builtin: 6 generated shapes, 100 clouds each), pointfolder:PATH (.npy/.npz/.ply/.off/.txt/.xyz files "
-    "in PATH/<class>/, PATH/<split>/<class>/ or ModelNet40's PATH/<class>/{train,test}/) or h5:PATH (ModelNet40's "
+    "shapes3d (builtin: 6 generated shapes, 100 clouds each), shapes3d-cluttered (the same with a quarter of each "
+    "cloud's points scattered around the shape, and their on_shape mask), pointfolder:PATH "
+    "(.npy/.npz/.ply/.off/.txt/.xyz files in PATH/<class>/, PATH/<split>/<class>/ or ModelNet40's PATH/<class>/{train,test}/) or h5:PATH (ModelNet40's "
     "ply_data_*.h5 + shape_names.txt, or ScanObjectNN's *_objectdataset*.h5)"
 )
 # Points per cloud the model is given: the builtin's tiny trunk groups 16 x 16 = 256; real data as Point-BERT (1024).
@@ -367,6 +407,8 @@ def load_point_cloud_data(data_args):
     seed, validation, test = data_args.split_seed, data_args.validation_fraction, data_args.test_fraction
     if name == BUILTIN:
         splits = shapes3d_dataset(seed=seed, validation_fraction=validation, test_fraction=test)
+    elif name == CLUTTERED:
+        splits = cluttered_shapes3d_dataset(seed=seed, validation_fraction=validation, test_fraction=test)
     elif name.startswith("pointfolder:"):
         splits = point_folder_dataset(name.split(":", 1)[1], seed, validation, test)
     elif name.startswith("h5:"):
@@ -382,5 +424,5 @@ def load_point_cloud_data(data_args):
         for split in ("validation", "test"):
             splits[split] = splits[split].select(range(min(data_args.max_eval_samples, len(splits[split]))))
     id2label = dict(enumerate(splits["train"].features["label"].names))
-    num_points = BUILTIN_NUM_POINTS if name == BUILTIN else REAL_NUM_POINTS
+    num_points = BUILTIN_NUM_POINTS if name in (BUILTIN, CLUTTERED) else REAL_NUM_POINTS
     return TaskData(splits=splits, name=name, id2label=id2label, info={"num_points": num_points})

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from ..data.points import DATASET_HELP, POINT_EXTENSIONS, load_point_cloud_data, read_point_cloud
+from ..data.points import CLUTTERED, DATASET_HELP, POINT_EXTENSIONS, load_point_cloud_data, read_point_cloud
 from ..data.randomness import ExampleRandomness
 from ..errors import DataError
 from ..modeling import PointBertLlamaForPointCloudClassification, PointCloudFeatureExtractor
@@ -81,6 +81,10 @@ class PointCloudClassificationTask(ClassificationTask):
 
     def load_data(self, data_args) -> TaskData:
         return load_point_cloud_data(data_args)
+
+    def is_builtin_name(self, dataset: str) -> bool:
+        # The cluttered builtin is the same clouds with scattered points: the builtin's trunk preset suits it too.
+        return dataset.split(":", 1)[0] in (self.builtin, CLUTTERED)
 
     # -- processing -----------------------------------------------------------------------------------------
     def make_processor(self, model, data: TaskData, model_args=None):

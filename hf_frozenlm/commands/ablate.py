@@ -24,17 +24,18 @@ from . import CommandParser
 
 
 def build_parser() -> CommandParser:
-    from ..analysis.ablation import ARMS, DEFAULT_ARMS, DEFAULT_SEEDS, STUDY_TRAINING_DEFAULTS
+    from ..analysis.ablation import ARMS, DEFAULT_ARMS, DEFAULT_SEEDS, STUDY_EPOCHS, STUDY_TRAINING_DEFAULTS
 
     arms = "\n".join(f"  {arm.name:<14} {arm.meaning}" for arm in ARMS)
     defaults = "\n".join(f"  {task:<27} {' '.join(names)}" for task, names in DEFAULT_ARMS.items())
     budget = ", ".join(f"--{k} {v}" for k, v in STUDY_TRAINING_DEFAULTS.items())
+    longer = ", ".join(f"{task} {epochs} epochs" for task, epochs in STUDY_EPOCHS.items())
     parser = CommandParser(
         prog="hf-frozenlm ablate", formatter_class=argparse.RawDescriptionHelpFormatter,
         description=__doc__.split("\n\n")[0],
         epilog=f"arms:\n{arms}\n\ndefault arms per task:\n{defaults}\n\nEvery other option goes to "
                f"`hf-frozenlm train` for every run (see `hf-frozenlm train --help`); the budget is the task's own "
-               f"recipe. Study options on top of it: {budget}.",
+               f"recipe, except {longer}. Study options on top of it: {budget}.",
     )
     parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS,
                         help=f"seeds per arm, 0..N-1 (default {DEFAULT_SEEDS})")

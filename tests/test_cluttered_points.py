@@ -111,3 +111,22 @@ def test_quick_study_scores_every_stage_against_the_references(quick_points_stud
     # The main study's rows are there too, and its run folders lost their weights; the scored models keep theirs.
     assert {r["task"] for r in _rows(out / "ablation_runs.csv")} == {"point-cloud-classification"}
     assert (runs / "cluttered-points" / "llm-seed0" / "model.safetensors").exists()
+
+
+def test_committed_points_miou_is_what_ablate_runs(tmp_path):
+    """The committed cluttered-points runs are the ones `hf-frozenlm ablate --task point-cloud-classification` plans
+    (every arm on the five seeds, train command for train command), and every one of them is scored."""
+    from hf_frozenlm.analysis import ablation
+
+    runs = _rows(RESULTS / "miou_points_runs.csv")
+    argv = ["--task", "point-cloud-classification"]
+    base = ablation.apply_study_defaults(
+        ablation.parse_study_arguments(argv, output_dir=str(tmp_path)), argv)
+    cluttered = ablation.parse_study_arguments([*base.argv, "--dataset", "shapes3d-cluttered"],
+                                               output_dir=str(tmp_path))
+    planned = ablation.plan_runs(cluttered, list(cluttered_points_study.ARMS), list(range(ablation.DEFAULT_SEEDS)),
+                                 Path("runs/ablate/cluttered-points"), skip=set())
+    assert {(r["arm"], int(r["seed"])): r["train_command"] for r in runs} == {run.key: run.command for run in planned}
+    miou = _rows(RESULTS / "miou_points.csv")
+    assert {(r["arm"], int(r["seed"])) for r in miou if r["seed"]} == {run.key for run in planned}
+    assert all(int(r["images"]) == cluttered_points_study.SCORED_CLOUDS for r in miou)

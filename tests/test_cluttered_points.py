@@ -9,7 +9,7 @@ import pytest
 
 from hf_frozenlm.analysis import ablation_report, cluttered_points_study
 from hf_frozenlm.commands import ablate
-from hf_frozenlm.data.points import cluttered_shapes3d_cloud, cluttered_shapes3d_dataset
+from hf_frozenlm.data.points import cluttered_shapes3d_cloud, shapes3d_dataset
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -26,7 +26,7 @@ def test_cluttered_clouds_carry_their_mask():
     assert np.linalg.norm(points[~on_shape], axis=1).max() <= 1.0  # clutter fills the unit ball around the shape
     # Clutter is shuffled in among the shape's points, not appended.
     assert 0 < on_shape[:100].sum() < 100
-    data = cluttered_shapes3d_dataset(clouds_per_class=5, num_points=64)
+    data = shapes3d_dataset(clouds_per_class=5, num_points=64, clutter_fraction=0.25)
     example = data["train"][0]
     assert set(data["train"].column_names) == {"points", "on_shape", "label"}
     assert example["points"].shape == (64, 3) and example["on_shape"].sum() == 48

@@ -85,7 +85,8 @@ STUDY_TRAINING_DEFAULTS = {
 # minADE over the last quarter of 40 motion epochs, 5 pp over 10 video epochs (flat at 20), 3.7 pp over the point
 # clouds' 30 and 2.5 pp over 3D QA's 10. Retrieval's plain trunk sits at ln 2 for several epochs before it starts
 # to match; over 10 epochs the decaying learning rate ended most seeds there, over 30 (measured on seeds 0 and 1:
-# validation loss 0.69 -> 0.40 and 0.06, flat over the last quarter) it escaped.
+# validation loss 0.69 -> 0.40 and 0.06, flat over the last quarter) it escaped. The study then found motion at 100
+# and retrieval at 30 still improving (two retrieval seeds left the plateau late): results/README.md says by how much.
 STUDY_EPOCHS = {
     "video-classification": 20,
     "point-cloud-classification": 60,

@@ -109,34 +109,39 @@ def shapes3d_cloud(
 
 def shapes3d_dataset(
     clouds_per_class: int = 100, num_points: int = 1024, seed: int = 0, validation_fraction: float = 0.1,
-    test_fraction: float = 0.2, upright: bool = True,
+    test_fraction: float = 0.2, upright: bool = True, clutter_fraction: float = 0.0,
 ):
     """The builtin 3D-shape set as a seeded, stratified DatasetDict with `points` ((N, 3) float32) and `label`.
 
     upright=True rotates each shape about the vertical axis only, like ModelNet40's aligned models; False rotates
     uniformly over SO(3), which a small model needs far more data and steps to become invariant to.
+    clutter_fraction > 0: that share of each cloud's points scattered around the shape (`cluttered_shapes3d_cloud`),
+    and an `on_shape` column beside `points` and `label` (the `shapes3d-cluttered` builtin).
     """
     import datasets
 
     rng = np.random.default_rng(seed)
     labels = [label for label in range(len(SHAPES3D_LABELS)) for _ in range(clouds_per_class)]
-    clouds = np.stack([shapes3d_cloud(label, rng, num_points, upright=upright) for label in labels])  # (M, N, 3)
-    features = datasets.Features({
-        "points": datasets.Array2D(shape=(None, 3), dtype="float32"),
-        "label": datasets.ClassLabel(names=list(SHAPES3D_LABELS)),
-    })
-    table = datasets.Dataset.from_dict({"points": list(clouds), "label": labels}, features=features)
+    columns = {"points": datasets.Array2D(shape=(None, 3), dtype="float32")}
+    if clutter_fraction > 0:
+        clouds = [cluttered_shapes3d_cloud(label, rng, num_points, clutter_fraction, upright) for label in labels]
+        data = {"points": [points for points, _ in clouds], "on_shape": [on_shape for _, on_shape in clouds]}
+        columns["on_shape"] = datasets.Sequence(datasets.Value("bool"))
+    else:
+        data = {"points": [shapes3d_cloud(label, rng, num_points, upright=upright) for label in labels]}
+    features = datasets.Features({**columns, "label": datasets.ClassLabel(names=list(SHAPES3D_LABELS))})
+    table = datasets.Dataset.from_dict({**data, "label": labels}, features=features)
     splits = carve_missing_splits(datasets.DatasetDict(train=table), "label", seed, validation_fraction, test_fraction)
     return splits.with_format("numpy")
 
 
 def cluttered_shapes3d_cloud(label: int, rng: np.random.Generator, num_points: int = 1024,
-                             clutter_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+                             clutter_fraction: float = 0.25, upright: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(points (num_points, 3) float32, on_shape (num_points,) bool): a builtin shape with a `clutter_fraction` of its
     points replaced by points drawn uniformly in the unit ball around it, in random order. `on_shape` is the free
     object mask of the information-filtering study: which points belong to the shape."""
     clutter = int(round(clutter_fraction * num_points))
-    shape = shapes3d_cloud(label, rng, num_points - clutter)
+    shape = shapes3d_cloud(label, rng, num_points - clutter, upright=upright)
     # Uniform in the ball: uniform directions, radii with density ~ r^2.
     directions = rng.normal(size=(clutter, 3))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True).clip(min=1e-12)
@@ -145,27 +150,6 @@ def cluttered_shapes3d_cloud(label: int, rng: np.random.Generator, num_points: i
     points = np.concatenate([shape, noise.astype(np.float32)])[order]
     on_shape = np.concatenate([np.ones(len(shape), bool), np.zeros(clutter, bool)])[order]
     return points.astype(np.float32), on_shape
-
-
-def cluttered_shapes3d_dataset(clouds_per_class: int = 100, num_points: int = 1024, seed: int = 0,
-                               validation_fraction: float = 0.1, test_fraction: float = 0.2,
-                               clutter_fraction: float = 0.25):
-    """The builtin shapes with clutter points (`cluttered_shapes3d_cloud`), splits as `shapes3d_dataset`, and an
-    `on_shape` column beside `points` and `label`."""
-    import datasets
-
-    rng = np.random.default_rng(seed)
-    labels = [label for label in range(len(SHAPES3D_LABELS)) for _ in range(clouds_per_class)]
-    clouds = [cluttered_shapes3d_cloud(label, rng, num_points, clutter_fraction) for label in labels]
-    features = datasets.Features({
-        "points": datasets.Array2D(shape=(None, 3), dtype="float32"),
-        "on_shape": datasets.Sequence(datasets.Value("bool")),
-        "label": datasets.ClassLabel(names=list(SHAPES3D_LABELS)),
-    })
-    table = datasets.Dataset.from_dict({"points": [c for c, _ in clouds], "on_shape": [m for _, m in clouds],
-                                        "label": labels}, features=features)
-    splits = carve_missing_splits(datasets.DatasetDict(train=table), "label", seed, validation_fraction, test_fraction)
-    return splits.with_format("numpy")
 
 
 # -- user files -----------------------------------------------------------------------------------------------------
@@ -387,11 +371,13 @@ def h5_point_dataset(root: str, seed: int = 42, validation_fraction: float = 0.1
 # -- --dataset values -----------------------------------------------------------------------------------------------
 BUILTIN = "shapes3d"
 CLUTTERED = "shapes3d-cluttered"
+CLUTTER_FRACTION = 0.25  # of each cloud's points, in the cluttered builtin
 DATASET_HELP = (
     "shapes3d (builtin: 6 generated shapes, 100 clouds each), shapes3d-cluttered (the same with a quarter of each "
     "cloud's points scattered around the shape, and their on_shape mask), pointfolder:PATH "
-    "(.npy/.npz/.ply/.off/.txt/.xyz files in PATH/<class>/, PATH/<split>/<class>/ or ModelNet40's PATH/<class>/{train,test}/) or h5:PATH (ModelNet40's "
-    "ply_data_*.h5 + shape_names.txt, or ScanObjectNN's *_objectdataset*.h5)"
+    "(.npy/.npz/.ply/.off/.txt/.xyz files in PATH/<class>/, PATH/<split>/<class>/ or ModelNet40's "
+    "PATH/<class>/{train,test}/) or h5:PATH (ModelNet40's ply_data_*.h5 + shape_names.txt, or ScanObjectNN's "
+    "*_objectdataset*.h5)"
 )
 # Points per cloud the model is given: the builtin's tiny trunk groups 16 x 16 = 256; real data as Point-BERT (1024).
 BUILTIN_NUM_POINTS = 256
@@ -408,7 +394,8 @@ def load_point_cloud_data(data_args):
     if name == BUILTIN:
         splits = shapes3d_dataset(seed=seed, validation_fraction=validation, test_fraction=test)
     elif name == CLUTTERED:
-        splits = cluttered_shapes3d_dataset(seed=seed, validation_fraction=validation, test_fraction=test)
+        splits = shapes3d_dataset(seed=seed, validation_fraction=validation, test_fraction=test,
+                                  clutter_fraction=CLUTTER_FRACTION)
     elif name.startswith("pointfolder:"):
         splits = point_folder_dataset(name.split(":", 1)[1], seed, validation, test)
     elif name.startswith("h5:"):

@@ -131,7 +131,7 @@ def test_study_budget_arm_arguments_and_layer_resolution(tmp_path):
     # Without a budget, motion forecasting trains the study's longer one; image classification its own recipe.
     motion = ablation.apply_study_defaults(parse_train_arguments(
         ["--task", "motion-forecasting", "--output_dir", str(tmp_path)]), ["--task", "motion-forecasting"])
-    assert ablation.describe_budget(motion.training) == "100 epochs" and "--num_train_epochs" in motion.argv
+    assert ablation.describe_budget(motion.training) == "300 epochs" and "--num_train_epochs" in motion.argv
     images = ablation.apply_study_defaults(parse_train_arguments(["--output_dir", str(tmp_path)]), [])
     assert ablation.describe_budget(images.training) == "10 epochs"
     arm = ablation.arm_arguments(base, ablation.ARM_BY_NAME["llm-last2"], [-2, -1], 3, str(tmp_path / "run"))

@@ -417,10 +417,16 @@ def plot_curves(rows: list[dict], curves: list[dict], path, arms=("none", "llm")
                 points = sorted(points)
                 axis.plot([p[0] for p in points], [p[1] for p in points], color=colours.get(arm, "tab:orange"),
                           alpha=0.6, linewidth=1, label=arm if index == 0 else None)
-        axis.set_title(f"{task}: validation {metric}", fontsize=8)
+        # A curve that falls by more than an order of magnitude (motion's minADE, retrieval's loss) hides its tail, the
+        # part that says whether it has converged, on a linear axis.
+        low, high = axis.dataLim.y0, axis.dataLim.y1
+        log = low > 0 and high / low > 10
+        if log:
+            axis.set_yscale("log")
+        axis.set_title(f"{task}: validation {metric}" + (" (log scale)" if log else ""), fontsize=8)
         axis.set_xlabel("epoch", fontsize=7)
-        axis.tick_params(labelsize=7)
-        axis.grid(alpha=0.3)
+        axis.tick_params(which="both", labelsize=7)
+        axis.grid(alpha=0.3, which="both")
         axis.legend(fontsize=7)
     fig.suptitle("Validation curves, every seed: has the plain trunk (grey) stopped improving by the end?", fontsize=9)
     fig.tight_layout()
